@@ -1,0 +1,49 @@
+"""What a study writes for its report and its tests: tables, figures and a summary.
+
+A notebook creates one :class:`StudyOutputs` for its ``output_dir`` parameter (the renderer passes
+``reports/<study>/``; interactively it defaults to ``data/studies/<study>/``). Every file is written
+to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .paths import data_dir
+
+
+class StudyOutputs:
+    """Writes ``<name>.csv``, ``<name>.png`` and ``summary.json`` into one folder."""
+
+    def __init__(self, study: str, output_dir: str | os.PathLike = ""):
+        self.study = study
+        self.dir = Path(output_dir) if str(output_dir) else data_dir() / "studies" / study
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _replace(self, name: str, write) -> Path:
+        final = self.dir / name
+        tmp = self.dir / f".{name}.{os.getpid()}.tmp"
+        write(tmp)
+        os.replace(tmp, final)
+        return final
+
+    def save_table(self, name: str, table: pd.DataFrame) -> Path:
+        """``table`` as ``<name>.csv`` (index dropped)."""
+        return self._replace(f"{name}.csv", lambda p: table.to_csv(p, index=False))
+
+    def save_figure(self, name: str, figure) -> Path:
+        """``figure`` as ``<name>.png`` at 110 dpi; the figure stays open for inline display."""
+        return self._replace(f"{name}.png", lambda p: figure.savefig(p, dpi=110, bbox_inches="tight",
+                                                                     format="png"))
+
+    def save_summary(self, *, title: str, question: str, verdict: pd.DataFrame, runs: dict,
+                     params: dict) -> Path:
+        """``summary.json`` read by the report index: title, question, verdict rows, run counts, params."""
+        summary = {"study": self.study, "title": title, "question": question,
+                   "verdict": verdict.to_dict(orient="records"), "runs": runs, "params": params}
+        text = json.dumps(summary, indent=2, default=str)
+        return self._replace("summary.json", lambda p: Path(p).write_text(text))

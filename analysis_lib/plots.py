@@ -1,0 +1,128 @@
+"""Seaborn figures over tidy tables. Plotters take a DataFrame first and return a Figure.
+
+They never compute statistics or read files: pass them the tidy metrics (``run_id, <conditions>,
+seed, step, layer, metric, value``) or a test table (``stats.RESULT_COLUMNS``).
+Error bands are 95% bootstrap intervals of the mean across seeds (seeded, so figures repeat).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+_ERRORBAR = ("ci", 95)
+_BOOT = {"n_boot": 500, "seed": 0}
+
+
+def _layers(df: pd.DataFrame, layers: Sequence[str] | None) -> list[str]:
+    """Layers in the order they first appear (forward order), without the whole-model row."""
+    order = list(dict.fromkeys(df["layer"]))
+    return [l for l in order if l != "model"] if layers is None else list(layers)
+
+
+def _require(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    sub = df[df["metric"] == metric]
+    if sub.empty:
+        raise ValueError(f"no rows with metric={metric!r}; available: {sorted(df['metric'].unique())}")
+    return sub
+
+
+def plot_metric_over_training(df: pd.DataFrame, metric: str, *, hue: str, layers: Sequence[str] | None = None,
+                              row: str | None = None, logy: bool = False, col_wrap: int = 4) -> plt.Figure:
+    """``metric`` against step, one panel per layer, one line per ``hue`` level (mean, 95% CI over seeds)."""
+    sub = _require(df, metric)
+    order = _layers(sub, layers) if layers is not None or (sub["layer"] != "model").any() else ["model"]
+    sub = sub[sub["layer"].isin(order)]
+    grid = sns.relplot(data=sub, x="step", y="value", hue=hue, col="layer", col_order=order, row=row,
+                       kind="line", errorbar=_ERRORBAR, col_wrap=None if row else min(col_wrap, len(order)),
+                       height=2.6, aspect=1.2, facet_kws={"sharey": False}, **_BOOT)
+    if logy:
+        grid.set(yscale="log")
+    grid.set_axis_labels("step", metric)
+    grid.figure.suptitle(f"{metric} per layer over training", y=1.02)
+    return grid.figure
+
+
+def plot_layer_profile(df: pd.DataFrame, metrics: str | Sequence[str], *, hue: str,
+                       logy: bool = False) -> plt.Figure:
+    """Metrics across layers (x in forward order), one panel per metric, one line per ``hue`` level.
+
+    Points are means over seeds with 95% CIs; pass one step per run (e.g. ``final_values``).
+    """
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    sub = pd.concat([_require(df, m) for m in metrics])
+    order = _layers(sub, None)
+    sub = sub[sub["layer"].isin(order)]
+    grid = sns.catplot(data=sub, x="layer", y="value", hue=hue, col="metric", col_order=metrics,
+                       kind="point", order=order, errorbar=_ERRORBAR, dodge=0.3, height=3.0,
+                       aspect=1.2, sharey=False, **_BOOT)
+    if logy:
+        grid.set(yscale="log")
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("layer", "")
+    return grid.figure
+
+
+def plot_run_values(df: pd.DataFrame, *, x: str, hue: str | None = None, col: str | None = None,
+                    ylabel: str = "") -> plt.Figure:
+    """One dot per run (``value`` column) by condition ``x``, with the mean and its 95% CI."""
+    grid = sns.catplot(data=df, x=x, y="value", hue=hue, col=col, kind="strip", alpha=0.6,
+                       height=3.0, aspect=1.1, dodge=hue is not None)
+    grid.map_dataframe(sns.pointplot, x=x, y="value", hue=hue, errorbar=_ERRORBAR,
+                       dodge=0.4 if hue else False, linestyle="none", markers="D",
+                       palette="dark" if hue else None, color=None if hue else "k", **_BOOT)
+    grid.set_axis_labels(x, ylabel)
+    return grid.figure
+
+
+def plot_effect_sizes(tests: pd.DataFrame, *, alpha: float = 0.05, col: str = "metric",
+                      row: str | None = None) -> plt.Figure:
+    """Estimates with CIs per layer, one panel per ``col`` level; filled markers where p_adj < alpha."""
+    tests = tests.assign(significant=np.where(tests["p_adj"] < alpha, f"p_adj < {alpha}", "n.s."))
+    cols = list(dict.fromkeys(tests[col]))
+    rows = list(dict.fromkeys(tests[row])) if row else [None]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.2 * len(cols), 0.35 * tests["layer"].nunique() * len(rows) + 1.6),
+                             squeeze=False)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            sub = tests[(tests[col] == c) & ((tests[row] == r) if row else True)]
+            _effect_panel(axes[i, j], sub, f"{c}" + (f" | {r}" if row else ""))
+    fig.tight_layout()
+    return fig
+
+
+def _effect_panel(ax: plt.Axes, sub: pd.DataFrame, title: str) -> None:
+    y = np.arange(len(sub))
+    err = np.vstack([sub["estimate"] - sub["ci_low"], sub["ci_high"] - sub["estimate"]])
+    sig = (sub["significant"] != "n.s.").to_numpy()
+    ax.errorbar(sub["estimate"], y, xerr=err, fmt="none", ecolor="0.4", capsize=2)
+    ax.scatter(sub["estimate"][sig], y[sig], color="C3", zorder=3, label="p_adj < α")
+    ax.scatter(sub["estimate"][~sig], y[~sig], facecolor="white", edgecolor="C0", zorder=3, label="n.s.")
+    ax.axvline(0, color="0.6", lw=0.8, ls="--")
+    ax.set_yticks(y, sub["layer"])
+    ax.invert_yaxis()
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(str(sub["contrast"].iloc[0]) if len(sub) else "")
+
+
+def plot_correlation(df: pd.DataFrame, x: str, y: str, *, hue: str | None = None,
+                     style: str | None = None) -> plt.Figure:
+    """Scatter of one row per run, e.g. final layer rotation against test accuracy."""
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    sns.scatterplot(data=df, x=x, y=y, hue=hue, style=style, ax=ax)
+    if hue or style:
+        ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def format_test_table(tests: pd.DataFrame, *, digits: int = 3, alpha: float = 0.05):
+    """A Styler of a test table: significant digits, p-values in scientific form, significant rows bold."""
+    fmt = {c: f"{{:.{digits}g}}" for c in ("estimate", "ci_low", "ci_high", "effect_size", "statistic")}
+    fmt.update({"pvalue": "{:.2e}", "p_adj": "{:.2e}"})
+    bold = lambda row: ["font-weight: bold" if row["p_adj"] < alpha else "" for _ in row]  # noqa: E731
+    return tests.style.format(fmt, na_rep="–").apply(bold, axis=1).hide(axis="index")

@@ -1,0 +1,102 @@
+"""The run store: one folder per run, keyed by a hash of its config and seed.
+
+Layout: ``<root>/<run_id>/metrics.parquet`` (tidy long table) and ``meta.json`` (config, seed,
+status, package versions, git commit, timings). A run folder is first written under a temporary
+name and then renamed into place, so a run killed mid-write never appears as a run folder at all;
+only runs whose ``meta.json`` says ``finished`` or ``diverged`` count as complete and are reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+from .config import RunConfig
+from .paths import runs_dir
+
+# Bump when a code change alters what a run computes, so old cached runs are not reused.
+STORE_VERSION = 1
+COMPLETE = ("finished", "diverged")
+
+
+def run_id(config: RunConfig) -> str:
+    """16 hex digits of sha256 over the config (without its ``conditions`` labels) and STORE_VERSION."""
+    blob = json.dumps({"store_version": STORE_VERSION, "config": config.identity()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class RunStore:
+    """Read and write runs under ``root`` (default ``data/runs``, or ``$ANALYSIS_LIB_DATA/runs``)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else runs_dir()
+
+    def path(self, rid: str) -> Path:
+        return self.root / rid
+
+    def load_meta(self, rid: str) -> dict | None:
+        """The run's meta.json, or None when no run folder exists."""
+        try:
+            return json.loads((self.path(rid) / "meta.json").read_text())
+        except FileNotFoundError:
+            return None
+
+    def is_complete(self, rid: str) -> bool:
+        meta = self.load_meta(rid)
+        return meta is not None and meta.get("status") in COMPLETE
+
+    def load_metrics(self, rid: str) -> pd.DataFrame:
+        return pd.read_parquet(self.path(rid) / "metrics.parquet")
+
+    def save(self, rid: str, metrics: pd.DataFrame, meta: dict) -> Path:
+        """Write the run atomically: build it in a temporary folder, then rename it into place.
+
+        A previous folder for the same run (a failed attempt) is replaced.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".tmp-{rid}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            metrics.to_parquet(tmp / "metrics.parquet", index=False)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+            final = self.path(rid)
+            if final.exists():
+                trash = self.root / f".old-{rid}-{uuid.uuid4().hex[:8]}"
+                os.replace(final, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def run_ids(self) -> list[str]:
+        """Ids of every run folder (complete or not); temporary folders are skipped."""
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def runs(self) -> pd.DataFrame:
+        """One row per stored run: run_id, status, seed, diverged_step, seconds, created."""
+        rows = []
+        for rid in self.run_ids():
+            meta = self.load_meta(rid) or {"status": "incomplete"}
+            rows.append({"run_id": rid, "status": meta.get("status"), "seed": meta.get("seed"),
+                         "diverged_step": meta.get("diverged_step"),
+                         "seconds": meta.get("timings", {}).get("total_seconds"),
+                         "created": meta.get("created")})
+        return pd.DataFrame(rows, columns=["run_id", "status", "seed", "diverged_step", "seconds", "created"])
+
+    def clear(self) -> int:
+        """Delete every stored run (and leftover temporary folders); return how many runs went."""
+        n = len(self.run_ids())
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        return n

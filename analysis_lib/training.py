@@ -1,0 +1,178 @@
+"""The training loop with per-layer probes and divergence detection.
+
+Step convention: "step t" is the state after t optimiser updates. Probes at step t read θ(t);
+``grad_norm`` and ``update_ratio`` at step t refer to update t (the gradient computed at θ(t−1)
+and the move θ(t−1) → θ(t)); at step 0 only weights and evaluation exist. ``batch_loss`` is the
+mini-batch loss of every update, recorded at the step it produced.
+
+Probes never perturb training: they read tensors under ``no_grad``, evaluate in ``eval()`` mode
+(BatchNorm running statistics untouched) and draw no random numbers, so a run with and without
+probes from the same seed has identical loss curves (``tests/test_training.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import probes as P
+from .config import RunConfig, TrainConfig
+from .data import Dataset, load_dataset
+from .models import build_model
+
+TIDY_COLUMNS = ["step", "layer", "metric", "value"]
+
+
+@dataclass
+class TrainResult:
+    """Tidy metrics (``step, layer, metric, value``) and how the run ended."""
+
+    metrics: pd.DataFrame
+    status: str  # "finished" or "diverged"
+    diverged_step: int | None = None
+    timings: dict = field(default_factory=dict)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Learning rate of update ``step`` (1-based): linear warm-up, then constant."""
+    if config.warmup_steps and step <= config.warmup_steps:
+        return config.lr * step / config.warmup_steps
+    return config.lr
+
+
+def batches(n: int, batch_size: int, seed: int, device: torch.device):
+    """Endless index batches: a fresh seeded permutation per epoch; full batch when batch_size is 0."""
+    if batch_size == 0 or batch_size >= n:
+        full = torch.arange(n, device=device)
+        while True:
+            yield full
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=gen).to(device)
+        for start in range(0, n - batch_size + 1, batch_size):  # drop the ragged last batch
+            yield order[start: start + batch_size]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) in eval mode; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    logits = model(x)
+    loss = F.cross_entropy(logits, y).item()
+    acc = (logits.argmax(dim=1) == y).double().mean().item()
+    model.train(was_training)
+    return loss, acc
+
+
+class _Recorder:
+    """Collects tidy rows; cheaper than growing a DataFrame."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, str, str, float]] = []
+
+    def add(self, step: int, layer: str, metric: str, value: float) -> None:
+        self.rows.append((step, layer, metric, value))
+
+    def add_layers(self, step: int, metric: str, triples) -> None:
+        self.rows.extend((step, layer, metric + suffix, value) for layer, suffix, value in triples)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=TIDY_COLUMNS)
+
+
+def train(config: RunConfig, dataset: Dataset | None = None) -> TrainResult:
+    """Train one model as ``config`` says and return its tidy metrics.
+
+    A non-finite mini-batch loss stops the run with ``status="diverged"`` and the step at which it
+    happened; the metrics recorded until then are kept.
+    """
+    tc = config.train
+    device, dtype = torch.device(tc.device), getattr(torch, tc.dtype)
+    data = (dataset or load_dataset(config.data)).to(device, dtype)
+    model = build_model(config.model, data.n_features, data.n_classes, config.seed).to(device, dtype)
+    model.train()
+    opt = make_optimizer(model, tc)
+    names = set(config.probes.names)
+    schedule = set(P.probe_steps(config.probes, tc.steps))
+    params = dict(model.named_parameters())
+    initial = {k: v.detach().clone() for k, v in params.items()}
+    rec = _Recorder()
+    # Data order has its own stream, derived from the seed but distinct from the init stream.
+    order = batches(len(data.y_train), tc.batch_size, 1_000_003 * config.seed + 17, device)
+    t0, probe_seconds = time.perf_counter(), 0.0
+
+    def snapshot(step: int) -> float:
+        start = time.perf_counter()
+        _probe_state(step, model, params, initial, data, names, rec)
+        return time.perf_counter() - start
+
+    probe_seconds += snapshot(0)
+    status, diverged_step = "finished", None
+    for step in range(1, tc.steps + 1):
+        idx = next(order)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, tc)
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+        loss_value = loss.item()
+        rec.add(step, "model", "batch_loss", loss_value)
+        if not math.isfinite(loss_value):
+            status, diverged_step = "diverged", step
+            break
+        loss.backward()
+        probing = step in schedule
+        if probing:
+            start = time.perf_counter()
+            before = _probe_gradients(step, params, names, rec)
+            probe_seconds += time.perf_counter() - start
+        opt.step()
+        if probing:
+            start = time.perf_counter()
+            if "update_ratio" in names:
+                rec.add_layers(step, "update_ratio", P.layer_update_ratios(params, before))
+            probe_seconds += time.perf_counter() - start + snapshot(step)
+    total = time.perf_counter() - t0
+    timings = {"train_seconds": total - probe_seconds, "probe_seconds": probe_seconds}
+    return TrainResult(rec.frame(), status, diverged_step, timings)
+
+
+def _probe_gradients(step, params, names, rec) -> dict | None:
+    """Record gradient norms; return a copy of θ(t−1) when the update ratio is wanted."""
+    if "grad_norm" in names:
+        grads = {k: v.grad if v.grad is not None else torch.zeros_like(v) for k, v in params.items()}
+        rec.add_layers(step, "grad_norm", P.layer_gradient_norms(grads))
+    if "update_ratio" in names:
+        return {k: v.detach().clone() for k, v in params.items()}
+    return None
+
+
+def _probe_state(step, model, params, initial, data, names, rec) -> None:
+    """Record evaluation and weight-based probes of θ(step)."""
+    if "eval" in names:
+        for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+            loss, acc = evaluate(model, x, y)
+            rec.add(step, "model", f"{split}_loss", loss)
+            rec.add(step, "model", f"{split}_acc", acc)
+    if "weight_norm" in names:
+        rec.add_layers(step, "weight_norm", P.layer_weight_norms(params))
+    if "rotation" in names:
+        rec.add_layers(step, "rotation", P.layer_rotations(params, initial))
+    if "dist_init" in names:
+        rec.add_layers(step, "dist_init", P.layer_distances(params, initial))

@@ -1,0 +1,43 @@
+"""Shared fixtures: every test writes data and runs under a temporary folder, never into data/."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Set before torch is imported anywhere in the test process (see DESIGN.md, Speed).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_data_dir(tmp_path_factory):
+    """Point ANALYSIS_LIB_DATA at a session-wide temporary folder (datasets are cached there)."""
+    folder = tmp_path_factory.mktemp("analysis_lib_data")
+    old = os.environ.get("ANALYSIS_LIB_DATA")
+    os.environ["ANALYSIS_LIB_DATA"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("ANALYSIS_LIB_DATA", None)
+    else:
+        os.environ["ANALYSIS_LIB_DATA"] = old
+
+
+@pytest.fixture
+def store_root(tmp_path):
+    """A fresh, empty run store for one test."""
+    return str(tmp_path / "runs")
+
+
+@pytest.fixture
+def tiny_config():
+    """A run that trains in well under a second: Gaussian mixture, small MLP, 12 steps."""
+    from analysis_lib.config import config_from_dict
+
+    return config_from_dict({
+        "data": {"name": "gaussian_mixture", "n_train": 120, "n_test": 60, "n_classes": 3, "n_features": 5},
+        "model": {"kind": "mlp", "depth": 2, "width": 8},
+        "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 30, "steps": 12},
+        "probes": {"schedule": "every", "every": 3},
+        "seed": 0,
+    })

@@ -1,0 +1,130 @@
+"""Every study notebook, executed by papermill with its smoke parameters, writes what its report needs.
+
+Also: bad parameters stop a study within seconds with a ConfigError naming the parameter, and the
+same study run twice from an empty run store gives identical numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import papermill as pm
+import pytest
+import yaml
+
+from analysis_lib.stats import RESULT_COLUMNS
+from analysis_lib.verdicts import OUTCOMES, VERDICT_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+STUDIES = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+
+# What each study must write besides summary.json and verdict.csv.
+EXPECTED = {
+    "01-layer-dynamics": {
+        "figures": ["grad_norm_over_training", "update_ratio_over_training", "rotation_over_training",
+                    "layer_profile_mlp", "layer_profile_cnn", "optimizer_effects", "update_ratio_spread",
+                    "rotation_vs_accuracy"],
+        "tables": ["optimizer_tests", "update_ratio_spread_tests", "rotation_accuracy_correlation"],
+    },
+}
+
+pytestmark = pytest.mark.notebook
+
+
+def _smoke(study: str) -> dict:
+    return yaml.safe_load((NOTEBOOKS / "params" / study / "smoke.yaml").read_text())
+
+
+def _execute(study: str, out_dir: Path, data_dir: Path, **overrides) -> Path:
+    """Run a study with its smoke parameters (plus overrides) in a kernel whose data dir is ``data_dir``."""
+    os.environ["ANALYSIS_LIB_DATA"] = str(data_dir)  # inherited by the kernel process
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(NOTEBOOKS / f"{study}.ipynb"), str(out_dir / f"{study}.ipynb"),
+                        parameters={**_smoke(study), **overrides, "output_dir": str(out_dir / study)},
+                        cwd=str(NOTEBOOKS), progress_bar=False, kernel_name="python3")
+    return out_dir / study
+
+
+@pytest.fixture(scope="module")
+def smoke_outputs(tmp_path_factory, _isolated_data_dir):
+    """Execute every study once (module-scoped: the checks below share the executions)."""
+    out = tmp_path_factory.mktemp("smoke")
+    try:
+        return {study: _execute(study, out, _isolated_data_dir) for study in STUDIES}
+    finally:
+        os.environ["ANALYSIS_LIB_DATA"] = str(_isolated_data_dir)
+
+
+def test_there_are_studies():
+    assert STUDIES, "no study notebooks found in notebooks/"
+    assert set(EXPECTED) <= set(STUDIES)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_summary_and_verdict(smoke_outputs, study):
+    folder = smoke_outputs[study]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["study"] == study and summary["title"] and summary["question"]
+    assert summary["verdict"] and all(v["reproduced"] in OUTCOMES for v in summary["verdict"])
+    assert sum(summary["runs"].values()) > 0
+    verdict = pd.read_csv(folder / "verdict.csv")
+    assert list(verdict.columns) == VERDICT_COLUMNS and len(verdict) == len(summary["verdict"])
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_figures_are_real_pngs(smoke_outputs, study):
+    folder = smoke_outputs[study]
+    for name in EXPECTED.get(study, {}).get("figures", []):
+        data = (folder / f"{name}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000, name
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_test_tables_are_complete(smoke_outputs, study):
+    folder = smoke_outputs[study]
+    for name in EXPECTED.get(study, {}).get("tables", []):
+        table = pd.read_csv(folder / f"{name}.csv")
+        assert list(table.columns) == list(RESULT_COLUMNS), name
+        assert len(table) > 0 and table["estimate"].notna().all(), name
+        tested = table.dropna(subset=["pvalue"])
+        assert (tested["p_adj"] >= tested["pvalue"] - 1e-15).all(), name
+
+
+def test_same_study_twice_gives_identical_numbers(smoke_outputs, tmp_path, _isolated_data_dir):
+    """A second execution from an empty run store retrains everything and must match exactly."""
+    study = "01-layer-dynamics"
+    try:
+        again = _execute(study, tmp_path / "again", tmp_path / "fresh-data")
+    finally:
+        os.environ["ANALYSIS_LIB_DATA"] = str(_isolated_data_dir)
+    for name in EXPECTED[study]["tables"] + ["verdict"]:
+        pd.testing.assert_frame_equal(pd.read_csv(smoke_outputs[study] / f"{name}.csv"),
+                                      pd.read_csv(again / f"{name}.csv"), check_exact=True)
+
+
+BAD_PARAMETERS = [
+    ({"train": {"batch_size": 100, "steps": 40, "lr": -0.1}}, "train.lr"),
+    ({"arms": {"main-sgd-mlp": {"train.optimizer": ["lion"]}}}, "train.optimizer"),
+    ({"model": {"kind": "transformer"}}, "model.kind"),
+    ({"seeds": []}, "seeds"),
+    ({"main_arms": ["nope"]}, "main_arms"),
+]
+
+
+@pytest.mark.parametrize("overrides, name", BAD_PARAMETERS, ids=[n for _, n in BAD_PARAMETERS])
+def test_bad_parameter_fails_fast_with_a_clear_message(overrides, name, tmp_path, _isolated_data_dir):
+    start = time.perf_counter()
+    try:
+        with pytest.raises(pm.PapermillExecutionError) as info:
+            _execute("01-layer-dynamics", tmp_path / "out", tmp_path / "data", **overrides)
+    finally:
+        os.environ["ANALYSIS_LIB_DATA"] = str(_isolated_data_dir)
+    assert info.value.ename == "ConfigError"
+    assert name in info.value.evalue
+    assert time.perf_counter() - start < 60  # kernel start and imports only
+    assert not (tmp_path / "data" / "runs").exists(), "a run started before the bad parameter was caught"

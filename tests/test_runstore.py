@@ -1,0 +1,101 @@
+"""Run store: round trip, cache hits, failed runs retried, and no half-written run ever read as finished."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+import analysis_lib.grid as grid
+from analysis_lib.config import config_from_dict, with_overrides
+from analysis_lib.grid import ensure_run
+from analysis_lib.runstore import RunStore, run_id
+
+
+def test_round_trip(tiny_config, store_root):
+    meta = ensure_run(tiny_config, store_root)
+    store = RunStore(store_root)
+    rid = run_id(tiny_config)
+    assert meta["run_id"] == rid and meta["status"] == "finished" and not meta["cached"]
+    stored = store.load_meta(rid)
+    assert config_from_dict(stored["config"]) == tiny_config  # the stored config rebuilds the run
+    assert stored["seed"] == 0
+    for key in ("versions", "git", "timings", "created"):
+        assert stored[key], key
+    assert stored["versions"]["torch"].startswith("2.13")
+    metrics = store.load_metrics(rid)
+    assert list(metrics.columns) == ["run_id", "seed", "step", "layer", "metric", "value"]
+    assert (metrics["run_id"] == rid).all()
+    assert store.runs()["status"].tolist() == ["finished"]
+
+
+def test_run_id_depends_on_config_not_labels(tiny_config):
+    labelled = with_overrides(tiny_config, {})
+    object.__setattr__(labelled, "conditions", (("optimizer", "sgd"),))
+    assert run_id(labelled) == run_id(tiny_config)
+    assert run_id(with_overrides(tiny_config, {"train.lr": 0.2})) != run_id(tiny_config)
+    assert run_id(with_overrides(tiny_config, {"seed": 1})) != run_id(tiny_config)
+
+
+def test_cache_hit_does_not_train_again(tiny_config, store_root, monkeypatch):
+    ensure_run(tiny_config, store_root)
+    monkeypatch.setattr(grid, "train", lambda *a, **k: pytest.fail("a cached run was recomputed"))
+    meta = ensure_run(tiny_config, store_root)
+    assert meta["cached"] and meta["status"] == "finished"
+
+
+def test_force_recomputes(tiny_config, store_root):
+    ensure_run(tiny_config, store_root)
+    assert not ensure_run(tiny_config, store_root, force=True)["cached"]
+
+
+def test_failed_run_is_recorded_then_retried(tiny_config, store_root, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated fault")
+
+    monkeypatch.setattr(grid, "train", broken)
+    meta = ensure_run(tiny_config, store_root)
+    assert meta["status"] == "failed" and "simulated fault" in meta["error"]
+    assert not RunStore(store_root).is_complete(run_id(tiny_config))
+    monkeypatch.undo()
+    meta = ensure_run(tiny_config, store_root)
+    assert meta["status"] == "finished" and not meta["cached"]
+
+
+def test_crash_mid_write_leaves_no_finished_run(tiny_config, store_root):
+    """A process killed while writing a run leaves nothing that reads as a run."""
+    script = textwrap.dedent(f"""
+        import os, pandas as pd
+        from analysis_lib.runstore import RunStore
+        real = pd.DataFrame.to_parquet
+        def dying(self, path, **kw):
+            real(self, path, **kw)   # metrics file complete ...
+            os._exit(9)              # ... killed before meta.json and the rename
+        pd.DataFrame.to_parquet = dying
+        RunStore({store_root!r}).save("abc123", pd.DataFrame({{"value": [1.0]}}), {{"status": "finished"}})
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    store = RunStore(store_root)
+    assert store.run_ids() == []
+    assert not store.is_complete("abc123")
+    assert store.load_meta("abc123") is None
+
+
+def test_meta_without_complete_status_is_not_reused(tiny_config, store_root):
+    ensure_run(tiny_config, store_root)
+    store, rid = RunStore(store_root), run_id(tiny_config)
+    meta = store.load_meta(rid)
+    (store.path(rid) / "meta.json").write_text(json.dumps({**meta, "status": "running"}))
+    assert not store.is_complete(rid)
+    assert not ensure_run(tiny_config, store_root)["cached"]
+
+
+def test_clear(tiny_config, store_root):
+    ensure_run(tiny_config, store_root)
+    assert RunStore(store_root).clear() == 1
+    assert RunStore(store_root).run_ids() == []

@@ -1,0 +1,82 @@
+"""Training: probes do not perturb it, it is deterministic, divergence is data, warm-up and batching work."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from analysis_lib.config import with_overrides
+from analysis_lib.grid import ensure_run, expand_grid, run_grid
+from analysis_lib.runstore import RunStore, run_id
+from analysis_lib.training import batches, lr_at, train
+
+
+def _losses(metrics: pd.DataFrame) -> pd.Series:
+    return metrics[metrics["metric"] == "batch_loss"].set_index("step")["value"]
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"model.norm": "batch"},  # eval-mode probes must leave BatchNorm running stats alone
+    {"train.optimizer": "adam", "train.lr": 0.01, "model.kind": "cnn", "model.width": 4},
+])
+def test_probes_do_not_change_training(tiny_config, overrides):
+    with_probes = with_overrides(tiny_config, {**overrides, "probes.every": 1})
+    without = with_overrides(with_probes, {"probes.names": []})
+    a, b = _losses(train(with_probes).metrics), _losses(train(without).metrics)
+    assert len(a) == tiny_config.train.steps
+    pd.testing.assert_series_equal(a, b, check_exact=True)
+
+
+def test_training_leaves_global_rng_untouched(tiny_config):
+    state = torch.random.get_rng_state()
+    train(tiny_config)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_same_config_and_seed_give_identical_metrics(tiny_config, tmp_path):
+    ensure_run(tiny_config, str(tmp_path / "a"))
+    ensure_run(tiny_config, str(tmp_path / "b"))
+    rid = run_id(tiny_config)
+    a = RunStore(tmp_path / "a").load_metrics(rid)
+    b = RunStore(tmp_path / "b").load_metrics(rid)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_different_seeds_give_different_runs(tiny_config):
+    a = _losses(train(tiny_config).metrics)
+    b = _losses(train(with_overrides(tiny_config, {"seed": 1})).metrics)
+    assert not a.equals(b)
+
+
+def test_divergence_is_recorded_and_the_grid_goes_on(tiny_config, store_root):
+    configs = expand_grid(tiny_config, {"train.lr": [0.1, 1e8]}, [0])
+    result = run_grid(configs, store_root=store_root, progress=False)
+    runs = result.runs.set_index("lr")
+    assert runs.loc[0.1, "status"] == "finished"
+    assert runs.loc[1e8, "status"] == "diverged"
+    step = runs.loc[1e8, "diverged_step"]
+    assert 1 <= step <= tiny_config.train.steps
+    diverged = result.metrics[result.metrics["lr"] == 1e8]
+    assert diverged["step"].max() == step  # metrics up to the divergence are kept
+    assert result.status_counts() == {"finished": 1, "diverged": 1, "failed": 0}
+
+
+def test_warmup_is_linear_then_constant(tiny_config):
+    tc = with_overrides(tiny_config, {"train.warmup_steps": 4, "train.lr": 0.2}).train
+    assert [lr_at(s, tc) for s in (1, 2, 4, 5, 100)] == pytest.approx([0.05, 0.1, 0.2, 0.2, 0.2])
+
+
+def test_batches_cover_each_epoch_once_and_full_batch():
+    gen = batches(10, 3, seed=0, device="cpu")
+    epoch = torch.cat([next(gen) for _ in range(3)])  # 3 batches of 3; the ragged 10th is dropped
+    assert len(set(epoch.tolist())) == 9
+    full = batches(10, 0, seed=0, device="cpu")
+    assert next(full).tolist() == list(range(10))
+
+
+def test_full_batch_gradient_descent_is_monotone_at_small_lr(tiny_config):
+    config = with_overrides(tiny_config, {"train.batch_size": 0, "train.lr": 0.05, "train.steps": 20})
+    losses = _losses(train(config).metrics).to_numpy()
+    assert (losses[1:] <= losses[:-1] + 1e-7).all()
