@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .config import ConfigError, RunConfig, config_from_dict, with_overrides
-from .runstore import RunStore, run_id
+from .runstore import COMPLETE, RunStore, run_id
 from .training import train
 
 # Short column names for common grid keys; others use their last dotted component.
@@ -209,19 +209,26 @@ def run_grid(configs: Sequence[RunConfig], *, store_root: str | None = None, exe
     tqdm = _progress_bar_class()
     if progress is None:
         progress = not os.environ.get("CI") and os.environ.get("ANALYSIS_LIB_PROGRESS", "1") != "0"
-    bar = tqdm(total=len(configs), desc="runs", disable=not progress)
-    metas = []
+    store = RunStore(store_root)
+    metas: list[dict | None] = [None] * len(configs)
+    if not force:  # complete runs are read here; only the rest goes to the executor
+        for i, cfg in enumerate(configs):
+            meta = store.load_meta(run_id(cfg))
+            if meta is not None and meta.get("status") in COMPLETE:
+                metas[i] = {**meta, "cached": True}
+    todo = [i for i, meta in enumerate(metas) if meta is None]
+    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="runs", disable=not progress)
     if executor is None:
-        for cfg in configs:
-            metas.append(ensure_run(cfg, store_root, force))
+        for i in todo:
+            metas[i] = ensure_run(configs[i], store_root, force)
             bar.update()
     else:
-        futures = [executor.submit(ensure_run, cfg, store_root, force) for cfg in configs]
-        for fut in futures:
-            metas.append(fut.result())
+        futures = {i: executor.submit(ensure_run, configs[i], store_root, force) for i in todo}
+        for i, fut in futures.items():
+            metas[i] = fut.result()
             bar.update()
     bar.close()
-    return _collect(configs, metas, RunStore(store_root))
+    return _collect(configs, metas, store)
 
 
 def _progress_bar_class():

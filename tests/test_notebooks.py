@@ -29,7 +29,8 @@ EXPECTED = {
         "figures": ["grad_norm_over_training", "update_ratio_over_training", "rotation_over_training",
                     "layer_profile_mlp", "layer_profile_cnn", "optimizer_effects", "update_ratio_spread",
                     "rotation_vs_accuracy"],
-        "tables": ["optimizer_tests", "update_ratio_spread_tests", "rotation_accuracy_correlation"],
+        "tables": ["optimizer_tests", "update_ratio_spread_tests", "rotation_accuracy_correlation",
+                   "rotation_accuracy_within_optimizer"],
     },
 }
 
@@ -109,7 +110,8 @@ def test_same_study_twice_gives_identical_numbers(smoke_outputs, tmp_path, _isol
 
 BAD_PARAMETERS = [
     ({"train": {"batch_size": 100, "steps": 40, "lr": -0.1}}, "train.lr"),
-    ({"arms": {"main-sgd-mlp": {"train.optimizer": ["lion"]}}}, "train.optimizer"),
+    ({"arms": {**_smoke("01-layer-dynamics")["arms"], "main-sgd-mlp": {"train.optimizer": ["lion"]}}},
+     "train.optimizer"),
     ({"model": {"kind": "transformer"}}, "model.kind"),
     ({"seeds": []}, "seeds"),
     ({"main_arms": ["nope"]}, "main_arms"),
