@@ -59,7 +59,7 @@ check_subset("sweep_arms", sweep_arms, arms)
 check_fraction("alpha", alpha)
 configs = expand_grid({"data": data, "model": model, "train": train, "probes": probes}, arms, seeds)
 out = StudyOutputs("01-layer-dynamics", output_dir)
-print(f"{len(configs)} runs ({len(arms)} arms x conditions x {len(seeds)} seeds); outputs in {out.dir}")
+print(f"{len(configs)} runs: {len(arms)} arms x their conditions x {len(seeds)} seeds")
 
 # %% [markdown]
 # Train (or reuse from the run store) every run. Finished runs are cached in `data/runs/`, so a second render only re-reads them.
@@ -126,6 +126,15 @@ tests = stats.compare_conditions(main[main["metric"].isin(["log10 grad_norm", "l
                                  "optimizer", baseline="sgd", by=("model", "metric", "layer"), n_boot=n_boot)
 out.save_table("optimizer_tests", tests)
 plots.format_test_table(tests, alpha=alpha)
+
+# %% [markdown]
+# **One model for the whole MLP profile.** A linear mixed model `log10 update ratio ~ optimizer * layer` with a random intercept per seed: the interaction terms say whether the optimiser effect differs between layers (fc1 is the reference layer).
+
+# %%
+mlp_ratio = main[(main["model"] == "mlp") & (main["metric"] == "log10 update_ratio") & (main["layer"] != "model")]
+mixed = stats.mixed_model(mlp_ratio, "value ~ C(optimizer, Treatment('sgd')) * C(layer)", groups="seed")
+out.save_table("update_ratio_mixed_model", mixed)
+plots.format_test_table(mixed, alpha=alpha)
 
 # %% [markdown]
 # **Effect sizes with 95% CIs per layer.** Filled red markers are significant after adjustment; the dashed line is no difference.

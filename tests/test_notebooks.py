@@ -30,7 +30,7 @@ EXPECTED = {
                     "layer_profile_mlp", "layer_profile_cnn", "optimizer_effects", "update_ratio_spread",
                     "rotation_vs_accuracy"],
         "tables": ["optimizer_tests", "update_ratio_spread_tests", "rotation_accuracy_correlation",
-                   "rotation_accuracy_within_optimizer"],
+                   "rotation_accuracy_within_optimizer", "update_ratio_mixed_model"],
     },
 }
 
