@@ -22,7 +22,9 @@ NORMS = ("none", "batch", "layer")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
-PROBES = ("eval", "grad_norm", "weight_norm", "update_ratio", "rotation", "dist_init")
+PROBES = ("eval", "grad_norm", "weight_norm", "update_ratio", "rotation", "dist_init",
+          "sharpness", "hessian_trace")
+DEFAULT_PROBES = PROBES[:6]  # the curvature probes cost Hessian-vector products: opt in
 SCHEDULES = ("every", "log")
 
 
@@ -140,16 +142,23 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Which per-layer probes run, and when.
+    """Which probes run, and when.
 
+    The default probes are the cheap per-layer ones; ``sharpness`` (λ_max of the training-loss
+    Hessian by Lanczos, warm-started from the previous probe's eigenvector) and ``hessian_trace``
+    (Hutch++) cost Hessian-vector products and are switched on by naming them.
     ``schedule="every"`` probes at steps 0, every, 2*every, ... ; ``"log"`` probes at ``points``
     log-spaced steps. The final step is always probed.
     """
 
-    names: tuple[str, ...] = PROBES
+    names: tuple[str, ...] = DEFAULT_PROBES
     schedule: str = "every"
     every: int = 25
     points: int = 30
+    curvature_samples: int = 0  # training samples the curvature probes use (the first n; 0 = all)
+    sharpness_tol: float = 1e-3  # relative residual tolerance of λ_max (Lanczos)
+    sharpness_max_steps: int = 60  # Hessian-vector products allowed per λ_max
+    trace_matvecs: int = 30  # Hutch++ products per trace estimate
 
     def __post_init__(self) -> None:
         if isinstance(self.names, str) or not isinstance(self.names, (tuple, list)):
@@ -160,6 +169,10 @@ class ProbeConfig:
         _check_choice("probes.schedule", self.schedule, SCHEDULES)
         _check_int("probes.every", self.every, 1)
         _check_int("probes.points", self.points, 2)
+        _check_int("probes.curvature_samples", self.curvature_samples, 0)
+        _check_number("probes.sharpness_tol", self.sharpness_tol, positive=True)
+        _check_int("probes.sharpness_max_steps", self.sharpness_max_steps, 2)
+        _check_int("probes.trace_matvecs", self.trace_matvecs, 6)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -22,9 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import probes as P
-from .config import RunConfig, TrainConfig
+from .config import ProbeConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
+from .hessian import HessianOperator
+from .lanczos import top_eigenpairs
 from .models import build_model
+from .trace import hutchpp
 
 TIDY_COLUMNS = ["step", "layer", "metric", "value"]
 
@@ -118,9 +122,13 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> TrainResult:
     order = batches(len(data.y_train), tc.batch_size, 1_000_003 * config.seed + 17, device)
     t0, probe_seconds = time.perf_counter(), 0.0
 
+    curvature: dict = {}  # warm start of λ_max: the previous probe's top eigenvector
+
     def snapshot(step: int) -> float:
         start = time.perf_counter()
         _probe_state(step, model, params, initial, data, names, rec)
+        if names & {"sharpness", "hessian_trace"}:
+            _probe_curvature(step, model, data, config.probes, curvature, rec)
         return time.perf_counter() - start
 
     probe_seconds += snapshot(0)
@@ -161,6 +169,31 @@ def _probe_gradients(step, params, names, rec) -> dict | None:
     if "update_ratio" in names:
         return {k: v.detach().clone() for k, v in params.items()}
     return None
+
+
+def _probe_curvature(step, model, data, config: ProbeConfig, state: dict, rec) -> None:
+    """λ_max (warm-started Lanczos) and/or the Hessian trace (Hutch++) of the training loss.
+
+    Uses the first ``curvature_samples`` training samples (all when 0), BatchNorm in eval mode,
+    and its own seeded generator; the model and the training RNG are left untouched.
+    """
+    n = config.curvature_samples or len(data.y_train)
+    op = HessianOperator(model, data.x_train[:n], data.y_train[:n])
+    if "sharpness" in config.names:
+        with warnings.catch_warnings():  # not converging is recorded below, not printed
+            warnings.simplefilter("ignore", RuntimeWarning)
+            top = top_eigenpairs(op.matvec, op.dim, k=1, tol=config.sharpness_tol,
+                                 max_steps=config.sharpness_max_steps, seed=step,
+                                 v0=state.get("top_vector"), device=data.x_train.device)
+        state["top_vector"] = top.eigenvectors[:, 0]
+        rec.add(step, "model", "lambda_max", top.eigenvalues[0].item())
+        rec.add(step, "model", "lambda_max_residual", top.residuals[0].item())
+        rec.add(step, "model", "lambda_max_converged", float(top.all_converged))
+        rec.add(step, "model", "lambda_max_hvps", float(top.n_matvecs))
+    if "hessian_trace" in config.names:
+        tr = hutchpp(op.matvec, op.dim, config.trace_matvecs, seed=step, device=data.x_train.device)
+        rec.add(step, "model", "hessian_trace", tr.estimate)
+        rec.add(step, "model", "hessian_trace_se", tr.se)
 
 
 def _probe_state(step, model, params, initial, data, names, rec) -> None:

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis_lib.config import with_overrides
+from analysis_lib.config import PROBES, with_overrides
 from analysis_lib.grid import ensure_run, expand_grid, run_grid
 from analysis_lib.runstore import RunStore, run_id
 from analysis_lib.training import batches, lr_at, train
@@ -22,7 +22,7 @@ def _losses(metrics: pd.DataFrame) -> pd.Series:
     {"train.optimizer": "adam", "train.lr": 0.01, "model.kind": "cnn", "model.width": 4},
 ])
 def test_probes_do_not_change_training(tiny_config, overrides):
-    with_probes = with_overrides(tiny_config, {**overrides, "probes.every": 1})
+    with_probes = with_overrides(tiny_config, {**overrides, "probes.every": 1, "probes.names": list(PROBES)})
     without = with_overrides(with_probes, {"probes.names": []})
     a, b = _losses(train(with_probes).metrics), _losses(train(without).metrics)
     assert len(a) == tiny_config.train.steps
@@ -80,3 +80,23 @@ def test_full_batch_gradient_descent_is_monotone_at_small_lr(tiny_config):
     config = with_overrides(tiny_config, {"train.batch_size": 0, "train.lr": 0.05, "train.steps": 20})
     losses = _losses(train(config).metrics).to_numpy()
     assert (losses[1:] <= losses[:-1] + 1e-7).all()
+
+
+def test_sharpness_probe_matches_the_dense_hessian(tiny_config):
+    """λ_max and the trace recorded during training equal those of the dense Hessian at θ(t)."""
+    from analysis_lib.data import load_dataset
+    from analysis_lib.hessian import dense_hessian
+    from analysis_lib.models import build_model
+
+    config = with_overrides(tiny_config, {"train.dtype": "float64", "train.steps": 1,
+                                          "probes.names": ["sharpness", "hessian_trace"],
+                                          "probes.sharpness_tol": 1e-9, "probes.trace_matvecs": 200,
+                                          "probes.curvature_samples": 50})
+    metrics = train(config).metrics.set_index(["step", "metric"])["value"]
+    data = load_dataset(config.data).to("cpu", torch.float64)
+    model = build_model(config.model, data.n_features, data.n_classes, config.seed).double()
+    H = dense_hessian(model, data.x_train[:50], data.y_train[:50])  # θ(0)
+    assert metrics[(0, "lambda_max")] == pytest.approx(torch.linalg.eigvalsh(H)[-1].item(), rel=1e-8)
+    assert metrics[(0, "lambda_max_converged")] == 1.0
+    trace, se = metrics[(0, "hessian_trace")], metrics[(0, "hessian_trace_se")]
+    assert abs(trace - torch.trace(H).item()) < 4 * se + 1e-9

@@ -1,0 +1,23 @@
+"""How much of a vector or a subspace lies in the span of top Hessian eigenvectors.
+
+Gur-Ari, Roberts & Dyer (2018), "Gradient descent happens in a tiny subspace": after a short
+initial phase ‖V_kᵀ g‖² / ‖g‖² is close to 1 for the top-k eigenvectors V_k, k ≈ number of classes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gradient_overlap(g: torch.Tensor, V: torch.Tensor) -> float:
+    """‖Vᵀg‖² / ‖g‖² for orthonormal columns V (dim, k) and a vector g (dim,); in [0, 1]."""
+    g = g.to(torch.float64)
+    return float((V.T.to(torch.float64) @ g).pow(2).sum() / g.pow(2).sum())
+
+
+def subspace_overlap(V: torch.Tensor, W: torch.Tensor) -> float:
+    """‖VᵀW‖_F² / k for two orthonormal (dim, k) bases: 1 for the same subspace, ≈ k/dim at random."""
+    k = V.shape[1]
+    if W.shape[1] != k:
+        raise ValueError(f"bases have {k} and {W.shape[1]} columns; compare subspaces of equal dimension")
+    return float((V.T.to(torch.float64) @ W.to(torch.float64)).pow(2).sum() / k)
