@@ -23,7 +23,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 PROBES = ("eval", "grad_norm", "weight_norm", "update_ratio", "rotation", "dist_init",
-          "sharpness", "hessian_trace")
+          "sharpness", "hessian_trace", "grad_overlap", "spectrum")
 DEFAULT_PROBES = PROBES[:6]  # the curvature probes cost Hessian-vector products: opt in
 SCHEDULES = ("every", "log")
 
@@ -146,7 +146,10 @@ class ProbeConfig:
 
     The default probes are the cheap per-layer ones; ``sharpness`` (λ_max of the training-loss
     Hessian by Lanczos, warm-started from the previous probe's eigenvector) and ``hessian_trace``
-    (Hutch++) cost Hessian-vector products and are switched on by naming them.
+    (Hutch++) cost Hessian-vector products and are switched on by naming them, as are
+    ``grad_overlap`` (‖V_kᵀg‖²/‖g‖² of the full-batch gradient with the top-k eigenvectors, and the
+    overlap of consecutive top-k subspaces) and ``spectrum`` (the full spectrum at the first and
+    last step: exact up to ``exact_max_dim`` parameters, SLQ beyond; stored as a separate table).
     ``schedule="every"`` probes at steps 0, every, 2*every, ... ; ``"log"`` probes at ``points``
     log-spaced steps. The final step is always probed.
     """
@@ -159,6 +162,8 @@ class ProbeConfig:
     sharpness_tol: float = 1e-3  # relative residual tolerance of λ_max (Lanczos)
     sharpness_max_steps: int = 60  # Hessian-vector products allowed per λ_max
     trace_matvecs: int = 30  # Hutch++ products per trace estimate
+    overlap_k: int = 0  # grad_overlap: top-k Hessian eigenvectors (0 = number of classes)
+    exact_max_dim: int = 3000  # spectrum: exact (dense) up to this many parameters, else SLQ
 
     def __post_init__(self) -> None:
         if isinstance(self.names, str) or not isinstance(self.names, (tuple, list)):
@@ -173,6 +178,8 @@ class ProbeConfig:
         _check_number("probes.sharpness_tol", self.sharpness_tol, positive=True)
         _check_int("probes.sharpness_max_steps", self.sharpness_max_steps, 2)
         _check_int("probes.trace_matvecs", self.trace_matvecs, 6)
+        _check_int("probes.overlap_k", self.overlap_k, 0)
+        _check_int("probes.exact_max_dim", self.exact_max_dim, 1)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,11 @@ class Dataset:
                        self.x_test.to(device, dtype), self.y_test.to(device), self.n_classes)
 
 
+def class_count(config: DataConfig) -> int:
+    """Number of classes of the dataset ``config`` describes (without generating it)."""
+    return config.n_classes if config.name == "gaussian_mixture" else 10
+
+
 def load_dataset(config: DataConfig, cache: bool = True) -> Dataset:
     """Generate (or read from the cache) the dataset described by ``config``, float32 on CPU."""
     x, y, n_classes = _cached_arrays(config) if cache else _generate(config)

@@ -168,3 +168,24 @@ def spearman_rho(xy, axis: int = 0) -> np.ndarray:
     norm = np.sqrt((centred[..., 0] ** 2).sum(axis=-1) * (centred[..., 1] ** 2).sum(axis=-1))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm > 0, cov / norm, np.nan)
+
+
+def mean_ci(df, by, *, value: str = "value", n_boot: int = 2000, ci: float = 0.95, seed: int = 0):
+    """Mean of ``value`` per group with a percentile-bootstrap CI over the group's rows (seeds).
+
+    Args:
+        df: tidy frame, one row per replicate (e.g. per seed) and group.
+        by: grouping columns, e.g. ``["lr", "metric"]``; NaN values are dropped before averaging.
+
+    Returns:
+        DataFrame with the ``by`` columns and ``mean, ci_low, ci_high, n``.
+    """
+    import pandas as pd
+
+    rows = []
+    for key, sub in df.dropna(subset=[value]).groupby(list(by), sort=False):
+        x = sub[value].to_numpy(dtype=np.float64)
+        low, high = bootstrap_ci(x, n_boot=n_boot, ci=ci, seed=seed) if len(x) > 1 else (np.nan, np.nan)
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key)), "mean": x.mean(), "ci_low": low, "ci_high": high, "n": len(x)})
+    return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "n"])

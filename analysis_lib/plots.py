@@ -79,13 +79,19 @@ def plot_layer_profile(df: pd.DataFrame, metrics: str | Sequence[str], *, hue: s
 
 
 def plot_run_values(df: pd.DataFrame, *, x: str, hue: str | None = None, col: str | None = None,
-                    ylabel: str = "") -> plt.Figure:
-    """One dot per run (``value`` column) by condition ``x``, with the mean and its 95% CI."""
+                    ylabel: str = "", band: tuple[float, float] | None = None) -> plt.Figure:
+    """One dot per run (``value`` column) by condition ``x``, with the mean and its 95% CI.
+
+    ``band`` shades a reference interval, e.g. an equivalence margin fixed in advance.
+    """
     grid = sns.catplot(data=df, x=x, y="value", hue=hue, col=col, kind="strip", alpha=0.6,
                        height=3.0, aspect=1.1, dodge=hue is not None)
     grid.map_dataframe(sns.pointplot, x=x, y="value", hue=hue, errorbar=_ERRORBAR,
                        dodge=0.4 if hue else False, linestyle="none", markers="D",
                        palette="dark" if hue else None, color=None if hue else "k", **_BOOT)
+    if band is not None:
+        for ax in grid.axes.flat:
+            ax.axhspan(*band, color="0.85", zorder=0)
     grid.set_axis_labels(x, ylabel)
     return grid.figure
 
@@ -139,3 +145,57 @@ def format_test_table(tests: pd.DataFrame, *, digits: int = 3, alpha: float = 0.
     fmt.update({"pvalue": "{:.2e}", "p_adj": "{:.2e}"})
     bold = lambda row: ["font-weight: bold" if row["p_adj"] < alpha else "" for _ in row]  # noqa: E731
     return tests.style.format(fmt, na_rep="–").apply(bold, axis=1).hide(axis="index")
+
+
+def plot_sharpness(df: pd.DataFrame, *, col: str = "lr", hue: str = "seed", metric: str = "lambda_max",
+                   lr: float | None = None, logy: bool = False) -> plt.Figure:
+    """λ_max (or another whole-model metric) over training, one line per seed, one panel per ``col``.
+
+    Each panel carries the stability edge 2/η as a dashed line: η is the panel's value when
+    ``col`` is the learning rate, else ``lr`` when given.
+    """
+    sub = _require(df, metric)
+    sub = sub[sub["layer"] == "model"]
+    grid = sns.relplot(data=sub, x="step", y="value", hue=hue, col=col, kind="line", estimator=None,
+                       units=hue, height=2.8, aspect=1.2, facet_kws={"sharey": False}, palette="crest",
+                       legend=False)
+    for value, ax in grid.axes_dict.items():
+        eta = float(value) if col == "lr" else lr
+        if eta and metric == "lambda_max":
+            ax.axhline(2.0 / eta, color="C3", ls="--", lw=1, label="2/η")
+            ax.legend(loc="lower right", fontsize=8)
+    if logy:
+        grid.set(yscale="log")
+    grid.set_axis_labels("step", metric)
+    return grid.figure
+
+
+def plot_top_eigenvalues(spectra: pd.DataFrame, *, col: str, hue: str | None = None, top: int = 25) -> plt.Figure:
+    """The ``top`` largest eigenvalues of each run's final spectrum against their rank (log scale).
+
+    Outliers show as the points above the knee where the curve drops into the bulk.
+    """
+    last = spectra[spectra["step"] == spectra.groupby("run_id")["step"].transform("max")]
+    ranked = (last.sort_values("eigenvalue", ascending=False).groupby("run_id", sort=False).head(top)
+              .assign(rank=lambda d: d.groupby("run_id").cumcount() + 1))
+    ranked = ranked[ranked["eigenvalue"] > 0]
+    grid = sns.relplot(data=ranked, x="rank", y="eigenvalue", hue=hue, col=col, units="run_id", estimator=None,
+                       kind="line", marker="o", markersize=3, height=2.8, aspect=1.1, alpha=0.7,
+                       facet_kws={"sharey": False})
+    grid.set(yscale="log")
+    for value, ax in grid.axes_dict.items():
+        if col == "n_classes":
+            ax.axvline(float(value), color="0.5", ls=":", lw=1)  # rank C
+    return grid.figure
+
+
+def plot_spectral_density(density: pd.DataFrame, *, col: str, hue: str) -> plt.Figure:
+    """Spectral densities (from ``spectrum.density_table``) on a symmetric-log eigenvalue axis."""
+    grid = sns.relplot(data=density, x="eigenvalue", y="density", hue=hue, col=col, units="run_id",
+                       estimator=None, kind="line", alpha=0.5, height=2.8, aspect=1.2,
+                       facet_kws={"sharey": False, "sharex": False}, palette="flare")
+    grid.set(xscale="symlog", yscale="log")
+    for ax in grid.axes.flat:
+        ax.set_xscale("symlog", linthresh=max(1e-3, float(density["eigenvalue"].abs().quantile(0.5))))
+        ax.set_ylim(bottom=1e-4)
+    return grid.figure

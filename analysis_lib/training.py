@@ -28,6 +28,8 @@ from .data import Dataset, load_dataset
 from .hessian import HessianOperator
 from .lanczos import top_eigenpairs
 from .models import build_model
+from .spectrum import spectrum_table
+from .subspace import gradient_overlap, subspace_overlap
 from .trace import hutchpp
 
 TIDY_COLUMNS = ["step", "layer", "metric", "value"]
@@ -41,6 +43,7 @@ class TrainResult:
     status: str  # "finished" or "diverged"
     diverged_step: int | None = None
     timings: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)  # extra tidy tables, e.g. "spectrum"
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -127,8 +130,8 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> TrainResult:
     def snapshot(step: int) -> float:
         start = time.perf_counter()
         _probe_state(step, model, params, initial, data, names, rec)
-        if names & {"sharpness", "hessian_trace"}:
-            _probe_curvature(step, model, data, config.probes, curvature, rec)
+        if names & {"sharpness", "hessian_trace", "grad_overlap", "spectrum"}:
+            _probe_curvature(step, model, data, config.probes, curvature, rec, final=step == tc.steps)
         return time.perf_counter() - start
 
     probe_seconds += snapshot(0)
@@ -158,7 +161,8 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> TrainResult:
             probe_seconds += time.perf_counter() - start + snapshot(step)
     total = time.perf_counter() - t0
     timings = {"train_seconds": total - probe_seconds, "probe_seconds": probe_seconds}
-    return TrainResult(rec.frame(), status, diverged_step, timings)
+    tables = {"spectrum": pd.concat(curvature["spectrum"], ignore_index=True)} if curvature.get("spectrum") else {}
+    return TrainResult(rec.frame(), status, diverged_step, timings, tables)
 
 
 def _probe_gradients(step, params, names, rec) -> dict | None:
@@ -171,14 +175,19 @@ def _probe_gradients(step, params, names, rec) -> dict | None:
     return None
 
 
-def _probe_curvature(step, model, data, config: ProbeConfig, state: dict, rec) -> None:
-    """λ_max (warm-started Lanczos) and/or the Hessian trace (Hutch++) of the training loss.
+def _probe_curvature(step, model, data, config: ProbeConfig, state: dict, rec, final: bool) -> None:
+    """Curvature probes of the training loss at θ(step); see ProbeConfig for what each records.
 
     Uses the first ``curvature_samples`` training samples (all when 0), BatchNorm in eval mode,
-    and its own seeded generator; the model and the training RNG are left untouched.
+    and its own seeded generators; the model and the training RNG are left untouched.
     """
     n = config.curvature_samples or len(data.y_train)
     op = HessianOperator(model, data.x_train[:n], data.y_train[:n])
+    if "grad_overlap" in config.names:
+        _probe_overlap(step, op, config.overlap_k or data.n_classes, state, rec)
+    if "spectrum" in config.names and (step == 0 or final):
+        state.setdefault("spectrum", []).append(
+            spectrum_table(op, step, exact_max_dim=config.exact_max_dim, seed=step))
     if "sharpness" in config.names:
         with warnings.catch_warnings():  # not converging is recorded below, not printed
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -194,6 +203,22 @@ def _probe_curvature(step, model, data, config: ProbeConfig, state: dict, rec) -
         tr = hutchpp(op.matvec, op.dim, config.trace_matvecs, seed=step, device=data.x_train.device)
         rec.add(step, "model", "hessian_trace", tr.estimate)
         rec.add(step, "model", "hessian_trace_se", tr.se)
+
+
+def _probe_overlap(step, op: HessianOperator, k: int, state: dict, rec) -> None:
+    """‖V_kᵀg‖²/‖g‖² for the full-batch gradient, its random-subspace baseline k/dim, and the
+    overlap of this top-k subspace with the previous probe's (Gur-Ari et al. 2018)."""
+    k = min(k, op.dim)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        top = top_eigenpairs(op.matvec, op.dim, k=k, tol=1e-3, max_steps=max(20 * k, 100), seed=step)
+    V = top.eigenvectors
+    rec.add(step, "model", "grad_overlap", gradient_overlap(op.gradient(), V))
+    rec.add(step, "model", "grad_overlap_random", k / op.dim)
+    rec.add(step, "model", "grad_overlap_converged", float(top.all_converged))
+    if "top_subspace" in state:
+        rec.add(step, "model", "subspace_overlap_prev", subspace_overlap(state["top_subspace"], V))
+    state["top_subspace"] = V
 
 
 def _probe_state(step, model, params, initial, data, names, rec) -> None:

@@ -50,8 +50,26 @@ def verdict_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
-def verdict_row(claim: str, source: str, result: pd.Series, name: str, expected: str) -> dict:
-    """A verdict row from one stats result row: the estimate with its CI, n, and the outcome."""
+def verdict_row(claim: str, source: str, result: pd.Series, name: str, expected: str,
+                alpha: float = 0.05) -> dict:
+    """A verdict row from one stats result row: the estimate with its CI, n, and the outcome.
+
+    The outcome is read off the CI, and downgraded to ``"inconclusive"`` when the (adjusted)
+    p-value is not below ``alpha``: with few seeds a bootstrap CI can exclude zero while the test
+    cannot, and a verdict needs both.
+    """
+    outcome = verdict_from_interval(result["ci_low"], result["ci_high"], expected)
+    p = result.get("p_adj", result.get("pvalue", float("nan")))
+    if outcome != "inconclusive" and not (p < alpha):
+        outcome = "inconclusive"
     return {"claim": claim, "source": source, "measured": describe_estimate(result, name),
-            "n": int(result["n"]),
-            "reproduced": verdict_from_interval(result["ci_low"], result["ci_high"], expected)}
+            "n": int(result["n"]), "reproduced": outcome}
+
+
+def verdict_within(ci_low: float, ci_high: float, lo: float, hi: float) -> str:
+    """``"yes"`` when the CI lies inside [lo, hi] (equivalence), ``"no"`` when it lies outside."""
+    if any(math.isnan(v) for v in (ci_low, ci_high)):
+        return "inconclusive"
+    if lo <= ci_low and ci_high <= hi:
+        return "yes"
+    return "no" if ci_high < lo or ci_low > hi else "inconclusive"

@@ -186,3 +186,36 @@ def test_overlaps_on_constructed_cases():
     assert gradient_overlap(3 * e[2], e[:, 2:4]) == pytest.approx(1.0)
     assert subspace_overlap(e[:, :2], e[:, [1, 0]]) == pytest.approx(1.0)
     assert subspace_overlap(e[:, :2], e[:, 1:3]) == pytest.approx(0.5)
+
+
+# (spectrum, max_outliers, expected count): gaps in log scale decide.
+OUTLIER_CASES = [
+    ([100.0, 50.0, 20.0, 0.5, 0.4, 0.3, -0.2], 6, 3),
+    ([9.0, 8.0, 0.1, 0.09, 0.08], 4, 2),
+    ([5.0, 0.01, 0.009], 2, 1),
+    ([1.0, 0.9, 0.8, 0.7], 3, 3),  # no clear gap: the rule still returns its argmax; report the spectrum
+]
+
+
+@pytest.mark.parametrize("eigs, max_outliers, expected", OUTLIER_CASES)
+def test_count_outliers_by_the_largest_log_gap(eigs, max_outliers, expected):
+    from analysis_lib.spectrum import count_outliers
+
+    assert count_outliers(np.array(eigs), max_outliers) == expected
+
+
+def test_spectrum_table_exact_and_slq_agree_on_moments(problem):
+    from analysis_lib.spectrum import spectrum_table
+
+    model, x, y = problem
+    op = HessianOperator(model, x, y)
+    exact = spectrum_table(op, step=3)
+    assert set(exact["method"]) == {"exact"} and len(exact) == op.dim
+    torch.testing.assert_close(torch.tensor(np.sort(exact["eigenvalue"].to_numpy())),
+                               torch.linalg.eigvalsh(dense_hessian(model, x, y)), rtol=1e-8, atol=1e-10)
+    slq = spectrum_table(op, step=3, exact_max_dim=1, slq_probes=30, slq_steps=20)
+    assert set(slq["method"]) == {"slq"}
+    # Σ w λ² per probe estimates tr(H²)/dim; averaged over 30 probes it is within a few SE.
+    m2 = slq.assign(m=slq["weight"] * slq["eigenvalue"] ** 2).groupby("probe")["m"].sum()
+    exact_m2 = (exact["eigenvalue"] ** 2).mean()
+    assert abs(m2.mean() - exact_m2) < 4 * m2.std() / np.sqrt(len(m2))

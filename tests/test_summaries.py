@@ -72,5 +72,7 @@ def test_verdict_rows_and_table():
     row = verdict_row("claim", "paper", result, "rho", "positive")
     assert row["reproduced"] == "yes" and row["n"] == 12 and "rho = 0.4 [0.1, 0.7]" in row["measured"]
     assert list(verdict_table([row]).columns) == ["claim", "source", "measured", "n", "reproduced"]
+    weak = verdict_row("claim", "paper", result.replace({0.02: 0.2}), "rho", "positive")
+    assert weak["reproduced"] == "inconclusive"  # CI above 0 but p_adj >= alpha
     with pytest.raises(ValueError, match="reproduced"):
         verdict_table([{**row, "reproduced": "maybe"}])
