@@ -55,15 +55,27 @@ class RunStore:
     def load_metrics(self, rid: str) -> pd.DataFrame:
         return pd.read_parquet(self.path(rid) / "metrics.parquet")
 
-    def save(self, rid: str, metrics: pd.DataFrame, meta: dict) -> Path:
+    def load_table(self, rid: str, name: str) -> pd.DataFrame | None:
+        """An extra table of the run (see :meth:`save`), or None when the run has none by that name."""
+        path = self.path(rid) / f"{name}.parquet"
+        return pd.read_parquet(path) if path.exists() else None
+
+    def save(self, rid: str, metrics: pd.DataFrame, meta: dict,
+             tables: dict[str, pd.DataFrame] | None = None) -> Path:
         """Write the run atomically: build it in a temporary folder, then rename it into place.
 
-        A previous folder for the same run (a failed attempt) is replaced.
+        ``tables`` are extra tidy tables in their own schemas (e.g. ``spectrum``), written as
+        ``<name>.parquet`` beside ``metrics.parquet``. A previous folder for the same run (a
+        failed attempt) is replaced.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{rid}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
+            for name, table in (tables or {}).items():
+                if name == "metrics" or not name.isidentifier():
+                    raise ValueError(f"invalid table name {name!r}: an identifier other than 'metrics'")
+                table.to_parquet(tmp / f"{name}.parquet", index=False)
             metrics.to_parquet(tmp / "metrics.parquet", index=False)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
             final = self.path(rid)

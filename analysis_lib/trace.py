@@ -72,3 +72,27 @@ def exact_trace(matvec: MatVec, dim: int, device="cpu") -> TraceEstimate:
     total = sum(matvec(torch.nn.functional.one_hot(torch.tensor(i), dim).to(device, torch.float64))[i].item()
                 for i in range(dim))
     return TraceEstimate(total, 0.0, dim, "exact")
+
+
+def layer_traces(model, x, y, *, n_matvecs: int = 60, exact_max_dim: int = 500, seed: int = 0):
+    """Hessian trace of every layer's block (and the whole model) as a tidy table.
+
+    Exact (``dim`` products) for blocks of at most ``exact_max_dim`` parameters, Hutch++ with
+    ``n_matvecs`` products and a standard error otherwise.
+
+    Returns:
+        DataFrame with columns ``layer, estimate, se, n_matvecs, method``; ``layer = "model"``
+        for the whole network.
+    """
+    import pandas as pd
+
+    from .hessian import HessianOperator, layer_blocks
+
+    rows = []
+    for layer, names in [("model", None), *layer_blocks(model).items()]:
+        op = HessianOperator(model, x, y, params=names)
+        est = (exact_trace(op.matvec, op.dim, device=x.device) if op.dim <= exact_max_dim
+               else hutchpp(op.matvec, op.dim, n_matvecs, seed=seed, device=x.device))
+        rows.append({"layer": layer, "estimate": est.estimate, "se": est.se,
+                     "n_matvecs": est.n_matvecs, "method": est.method})
+    return pd.DataFrame(rows)

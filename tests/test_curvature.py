@@ -219,3 +219,16 @@ def test_spectrum_table_exact_and_slq_agree_on_moments(problem):
     m2 = slq.assign(m=slq["weight"] * slq["eigenvalue"] ** 2).groupby("probe")["m"].sum()
     exact_m2 = (exact["eigenvalue"] ** 2).mean()
     assert abs(m2.mean() - exact_m2) < 4 * m2.std() / np.sqrt(len(m2))
+
+
+def test_layer_traces_add_up_to_the_model_trace(problem):
+    from analysis_lib.trace import layer_traces
+
+    model, x, y = problem
+    H = dense_hessian(model, x, y)
+    table = layer_traces(model, x, y).set_index("layer")
+    assert (table["method"] == "exact").all()
+    assert table.loc["model", "estimate"] == pytest.approx(torch.trace(H).item(), rel=1e-9)
+    assert table.drop("model")["estimate"].sum() == pytest.approx(torch.trace(H).item(), rel=1e-9)
+    sampled = layer_traces(model, x, y, exact_max_dim=1, n_matvecs=30).set_index("layer")
+    assert (sampled["method"] == "Hutch++").all() and (sampled["se"] > 0).any()

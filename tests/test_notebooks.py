@@ -32,6 +32,14 @@ EXPECTED = {
         "tables": ["optimizer_tests", "update_ratio_spread_tests", "rotation_accuracy_correlation",
                    "rotation_accuracy_within_optimizer", "update_ratio_mixed_model"],
     },
+    "03-hessian-spectrum": {
+        "figures": ["top_eigenvalues", "spectral_density", "outliers_vs_classes", "gradient_overlap"],
+        "tables": ["outliers_classes_correlation", "bulk_width_tests"],
+    },
+    "04-edge-of-stability": {
+        "figures": ["sharpness_gd", "loss_gd", "hover_ratio", "sharpness_sgd", "trace_sgd", "sharpness_warmup"],
+        "tables": ["sgd_tests", "warmup_tests"],
+    },
 }
 
 pytestmark = pytest.mark.notebook
