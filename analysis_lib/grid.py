@@ -1,10 +1,9 @@
 """Run grids: expand conditions × seeds into run configs and run them through an executor.
 
-``run_grid`` is the one entry point for running many runs. It runs in-process by default; any
-object with ``submit(fn, *args) -> future`` (``concurrent.futures`` executors, a
-``dask.distributed.Client``) can be passed as ``executor``. Each run goes through
-:func:`ensure_run`, which reuses a complete run from the store or trains and stores it; a run
-that raises is stored as ``failed`` with its traceback and the grid goes on.
+``run_grid`` is the one entry point for running many runs: in-process by default, or through any
+object with ``submit(fn, *args) -> future`` (see :mod:`analysis_lib.executors` for Dask). Each run
+goes through :func:`ensure_run`, which reuses a complete run or trains and stores it; a run that
+raises, or whose worker dies too often, is stored as ``failed`` with the reason and the grid goes on.
 """
 
 from __future__ import annotations
@@ -12,11 +11,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import multiprocessing
 import os
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
@@ -24,11 +21,15 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .config import ConfigError, RunConfig, config_from_dict, with_overrides
+from .executors import as_completed, local_executor, shared_store_marker  # noqa: F401 (re-export)
+from .progress import progress_bar
 from .runstore import COMPLETE, RunStore, run_id
 from .training import train
 
 # Short column names for common grid keys; others use their last dotted component.
 _SHORT_NAMES = {"model.kind": "model", "data.name": "dataset", "train.optimizer": "optimizer"}
+
+_EMPTY_METRICS = pd.DataFrame(columns=["step", "layer", "metric", "value"])
 
 RUN_COLUMNS = ["run_id", "seed", "status", "diverged_step", "seconds", "cached", "error"]
 
@@ -73,7 +74,7 @@ def expand_grid(base: RunConfig | Mapping[str, Any],
             for seed in seeds:
                 cfg = with_overrides(base, {**dict(zip(arm, values)), "seed": seed})
                 labels = {"arm": name} if named else {}
-                labels.update({condition_name(k): _lookup(cfg, k) for k in keys})
+                labels.update({condition_name(k): _label_value(_lookup(cfg, k)) for k in keys})
                 configs.append(dataclasses.replace(cfg, conditions=tuple(labels.items())))
     return configs
 
@@ -103,19 +104,43 @@ def _check_names(keys: list[str]) -> None:
                           f"names {sorted(clash)}")
 
 
+def _label_value(value: Any) -> Any:
+    """Table-friendly label: sequences (e.g. probe names) become ``"a+b"`` strings."""
+    return "+".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+
+
 def _lookup(config: RunConfig, key: str) -> Any:
     section, _, name = key.partition(".")
     return getattr(getattr(config, section), name) if name else getattr(config, section)
 
 
 def ensure_run(config: RunConfig, store_root: str | None = None, force: bool = False) -> dict:
-    """Return the meta of a complete run for ``config``, training and storing it if needed."""
-    from .provenance import git_commit, package_versions
+    """Return the meta of a complete run for ``config``, training and storing it if needed.
 
+    Args:
+        config: one run. store_root: run store folder (default ``data/runs``).
+        force: train again even when a complete run is stored.
+
+    Returns:
+        The run's meta.json contents plus ``cached`` (True when reused from the store).
+    """
     store, rid = RunStore(store_root), run_id(config)
     if not force and store.is_complete(rid):
         return {**store.load_meta(rid), "cached": True}
-    start = time.perf_counter()
+    metrics, meta, tables = compute_run(config)
+    store.save(rid, metrics, meta, tables)
+    return {**meta, "cached": False}
+
+
+def compute_run(config: RunConfig) -> tuple[pd.DataFrame, dict, dict]:
+    """Train one run without touching the store; an exception becomes a ``failed`` run.
+
+    Returns:
+        (labelled tidy metrics, meta, extra tables) as :meth:`RunStore.save` takes them.
+    """
+    from .provenance import git_commit, package_versions
+
+    rid, start = run_id(config), time.perf_counter()
     meta = {"run_id": rid, "config": config.identity(), "seed": config.seed,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": package_versions(), "git": git_commit(), "pid": os.getpid(),
@@ -123,14 +148,31 @@ def ensure_run(config: RunConfig, store_root: str | None = None, force: bool = F
     try:
         with torch_threads(int(os.environ.get("ANALYSIS_LIB_THREADS", "1"))):
             result = train(config)
-        metrics, timings = result.metrics, result.timings
+        metrics, timings, tables = result.metrics, result.timings, result.tables
         meta.update(status=result.status, diverged_step=result.diverged_step, error=None)
     except Exception:  # a failed run is data for the grid, not a crash of the study
-        metrics, timings = pd.DataFrame(columns=["step", "layer", "metric", "value"]), {}
+        metrics, timings, tables = _EMPTY_METRICS, {}, {}
         meta.update(status="failed", diverged_step=None, error=traceback.format_exc())
     meta["timings"] = {**timings, "total_seconds": time.perf_counter() - start}
-    store.save(rid, _label(metrics, config, rid), meta)
-    return {**meta, "cached": False}
+    return _label(metrics, config, rid), meta, tables
+
+
+def run_task(config: RunConfig, store_root: str, force: bool, marker: str | None = None):
+    """What an executor runs for one config: store the run where the client's store is visible.
+
+    Args:
+        config, store_root, force: as for :func:`ensure_run` (``store_root`` absolute).
+        marker: None to always store on the worker; else a file the client created in the
+            store; a worker that cannot see it (no shared filesystem) returns the metrics so
+            the client stores them. ``""`` never exists: the client always stores.
+
+    Returns:
+        (meta with ``cached``, (metrics, tables) or None when the worker stored the run itself).
+    """
+    if marker is None or os.path.exists(marker):
+        return ensure_run(config, store_root, force), None
+    metrics, meta, tables = compute_run(config)
+    return {**meta, "cached": False}, (metrics, tables)
 
 
 @contextlib.contextmanager
@@ -149,26 +191,6 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _worker_init() -> None:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-@contextlib.contextmanager
-def local_executor(workers: int = 1):
-    """``None`` (in-process) for one worker, else a process pool of ``workers`` one-thread processes.
-
-    Processes are started with ``spawn`` so no OpenMP or torch state is inherited from the parent.
-    """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"invalid parameter workers={workers!r}: must be an integer >= 1")
-    if workers == 1:
-        yield None
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-        yield pool
 
 
 def _label(metrics: pd.DataFrame, config: RunConfig, rid: str) -> pd.DataFrame:
@@ -191,54 +213,118 @@ class GridResult:
         counts = self.runs["status"].value_counts()
         return {s: int(counts.get(s, 0)) for s in ("finished", "diverged", "failed")}
 
+    def table(self, name: str, store_root: str | None = None) -> pd.DataFrame:
+        """An extra per-run table (e.g. ``"spectrum"``) of every run that has one, labelled like
+        ``metrics`` (``run_id, <conditions>, seed`` first)."""
+        store, frames = RunStore(store_root), []
+        id_cols = list(self.runs.columns[: list(self.runs.columns).index("seed") + 1])
+        for row in self.runs[self.runs["status"] != "failed"][id_cols].itertuples(index=False):
+            table = store.load_table(row.run_id, name)
+            if table is not None:
+                frames.append(table.assign(**dict(zip(id_cols, row)))[[*id_cols, *table.columns]])
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=id_cols)
+
 
 def run_grid(configs: Sequence[RunConfig], *, store_root: str | None = None, executor=None,
-             progress: bool | None = None, force: bool = False) -> GridResult:
+             progress: bool | None = None, force: bool = False, store_on: str = "auto") -> GridResult:
     """Run (or reuse) every config and collect tidy metrics.
+
+    Complete runs are read from the store here, in the client; only the rest is sent to the
+    executor, one task per distinct run, and collected as tasks finish, so an interrupted grid
+    keeps every run that finished and the next call redoes only the others.
 
     Args:
         configs: from :func:`expand_grid`.
         store_root: run store folder (default ``data/runs``).
-        executor: None for in-process, or anything with ``submit(fn, *args)`` returning futures.
+        executor: None for in-process, or anything with ``submit(fn, *args)`` returning futures
+            (``concurrent.futures`` executors, a ``dask.distributed.Client``, see
+            :func:`analysis_lib.executors.grid_executor`).
         progress: show a progress bar; default on unless ``$CI`` or ``ANALYSIS_LIB_PROGRESS=0``.
         force: recompute complete runs instead of reusing them.
+        store_on: who writes runs into the store: ``"worker"`` (shared filesystem), ``"client"``
+            (workers return metrics), or ``"auto"``: each worker writes when it can see the
+            client's store, else returns the run to the client.
 
     Returns:
-        GridResult; failed runs appear in ``runs`` with their error and contribute no metrics.
+        GridResult; failed runs (including runs whose worker died too often) appear in ``runs``
+        with their error and contribute no metrics.
     """
-    tqdm = _progress_bar_class()
-    if progress is None:
-        progress = not os.environ.get("CI") and os.environ.get("ANALYSIS_LIB_PROGRESS", "1") != "0"
+    if store_on not in ("auto", "worker", "client"):
+        raise ConfigError(f"invalid parameter store_on={store_on!r}: must be 'auto', 'worker' or 'client'")
     store = RunStore(store_root)
+    root = str(store.root.resolve())  # absolute: a worker's working directory may differ
     metas: list[dict | None] = [None] * len(configs)
-    if not force:  # complete runs are read here; only the rest goes to the executor
+    if not force:
         for i, cfg in enumerate(configs):
             meta = store.load_meta(run_id(cfg))
             if meta is not None and meta.get("status") in COMPLETE:
                 metas[i] = {**meta, "cached": True}
-    todo = [i for i, meta in enumerate(metas) if meta is None]
-    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="runs", disable=not progress)
-    if executor is None:
-        for i in todo:
-            metas[i] = ensure_run(configs[i], store_root, force)
-            bar.update()
-    else:
-        futures = {i: executor.submit(ensure_run, configs[i], store_root, force) for i in todo}
-        for i, fut in futures.items():
-            metas[i] = fut.result()
-            bar.update()
-    bar.close()
+    todo: dict[str, list[int]] = {}  # run id -> grid positions; a run shared by arms runs once
+    for i, meta in enumerate(metas):
+        if meta is None:
+            todo.setdefault(run_id(configs[i]), []).append(i)
+    with progress_bar(len(configs), "runs", initial=len(configs) - sum(map(len, todo.values())),
+                      progress=progress) as bar:
+        if executor is None:
+            for positions in todo.values():
+                meta = ensure_run(configs[positions[0]], root, force)
+                _place(metas, positions, meta, bar)
+        else:
+            _run_on_executor(executor, configs, todo, metas, bar, store, force, store_on)
     return _collect(configs, metas, store)
 
 
-def _progress_bar_class():
-    """Notebook widget bars where ipywidgets exists (JupyterLab), plain text bars otherwise."""
+def _place(metas: list, positions: list[int], meta: dict, bar) -> None:
+    for i in positions:
+        metas[i] = meta
+    bar.update(len(positions))
+
+
+def _run_on_executor(executor, configs, todo, metas, bar, store: RunStore, force, store_on) -> None:
+    """Submit one task per run, store results as they complete; on interrupt cancel the rest."""
+    root = str(store.root.resolve())
+    marker = {"worker": contextlib.nullcontext(None), "client": contextlib.nullcontext("")}.get(
+        store_on) or shared_store_marker(store.root)
+    with marker as marker_path:
+        futures = {executor.submit(run_task, configs[positions[0]], root, force, marker_path): rid
+                   for rid, positions in todo.items()}
+        try:
+            for fut in as_completed(futures):
+                positions = todo[futures[fut]]
+                _place(metas, positions, _task_outcome(fut, configs[positions[0]], store), bar)
+        except BaseException:  # Ctrl-C or a client error: stop queued runs; finished ones are stored
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def _task_outcome(fut, config: RunConfig, store: RunStore) -> dict:
+    """The meta of a finished task, storing it here when the worker returned it."""
     try:
-        import ipywidgets  # noqa: F401
-        from tqdm.auto import tqdm
-    except ImportError:
-        from tqdm.std import tqdm
-    return tqdm
+        meta, payload = fut.result()
+    except Exception as exc:  # KilledWorker after Dask's retries, BrokenProcessPool, lost cluster
+        return _record_lost_run(config, store, exc)
+    if payload is not None:
+        metrics, tables = payload
+        meta = {**meta, "stored_by": "client"}
+        store.save(meta["run_id"], metrics, {k: v for k, v in meta.items() if k != "cached"}, tables)
+    return meta
+
+
+def _record_lost_run(config: RunConfig, store: RunStore, exc: Exception) -> dict:
+    """Store a run whose task never returned as ``failed`` with the reason (retried next call).
+
+    A worker can die after writing its run; that run is complete and is kept, not overwritten.
+    """
+    rid = run_id(config)
+    if store.is_complete(rid):
+        return {**store.load_meta(rid), "cached": False}
+    meta = {"run_id": rid, "config": config.identity(), "seed": config.seed,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "status": "failed", "diverged_step": None, "timings": {}, "stored_by": "client",
+            "error": f"the run's task did not complete ({type(exc).__name__}: {exc})"}
+    store.save(rid, _label(_EMPTY_METRICS, config, rid), meta)
+    return {**meta, "cached": False}
 
 
 def _collect(configs, metas, store: RunStore) -> GridResult:
