@@ -194,8 +194,10 @@ def plot_spectral_density(density: pd.DataFrame, *, col: str, hue: str) -> plt.F
     grid = sns.relplot(data=density, x="eigenvalue", y="density", hue=hue, col=col, units="run_id",
                        estimator=None, kind="line", alpha=0.5, height=2.8, aspect=1.2,
                        facet_kws={"sharey": False, "sharex": False}, palette="flare")
-    grid.set(xscale="symlog", yscale="log")
+    grid.set(yscale="log")
+    linthresh = max(1e-3, float(density["eigenvalue"].abs().quantile(0.5)))
+    top = float(density["density"].quantile(0.99)) * 3  # the spike at 0 would flatten everything else
     for ax in grid.axes.flat:
-        ax.set_xscale("symlog", linthresh=max(1e-3, float(density["eigenvalue"].abs().quantile(0.5))))
-        ax.set_ylim(bottom=1e-4)
+        ax.set_xscale("symlog", linthresh=linthresh)
+        ax.set_ylim(top * 1e-6, top)
     return grid.figure

@@ -21,7 +21,7 @@ from .config import RunConfig
 from .paths import runs_dir
 
 # Bump when a code change alters what a run computes, so old cached runs are not reused.
-STORE_VERSION = 1
+STORE_VERSION = 2
 COMPLETE = ("finished", "diverged")
 
 

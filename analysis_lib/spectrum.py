@@ -66,7 +66,8 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
 
 def spectrum_summary(spectra: pd.DataFrame, n_classes: pd.Series | dict, *, max_outliers_factor: int = 2,
                      bulk_quantile: float = 0.9) -> pd.DataFrame:
-    """Per run and step, tidy rows: ``n_outliers`` (exact spectra only), ``lambda_max``, ``bulk_width``.
+    """Per run and step, tidy rows: ``n_outliers`` (exact spectra only), ``lambda_max``, ``bulk_width``,
+    ``n_classes`` and ``exact`` (1 for an exact spectrum, 0 for SLQ).
 
     Args:
         spectra: labelled spectrum tables (``run_id, <conditions>, seed`` + SPECTRUM_COLUMNS).
@@ -84,7 +85,7 @@ def spectrum_summary(spectra: pd.DataFrame, n_classes: pd.Series | dict, *, max_
         c = int(n_classes[ids["run_id"]])
         values = {"lambda_max": lam.max(), "bulk_width": weighted_quantile(np.abs(lam), w, bulk_quantile),
                   "n_outliers": count_outliers(lam, max_outliers_factor * c + 2) if exact else np.nan,
-                  "n_classes": c}
+                  "n_classes": c, "exact": float(exact)}
         rows += [{**ids, "layer": "model", "metric": m, "value": v} for m, v in values.items()]
     return pd.DataFrame(rows)
 

@@ -211,7 +211,9 @@ def _probe_overlap(step, op: HessianOperator, k: int, state: dict, rec) -> None:
     k = min(k, op.dim)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        top = top_eigenpairs(op.matvec, op.dim, k=k, tol=1e-3, max_steps=max(20 * k, 100), seed=step)
+        # Warm start from the previous top-k subspace: its sum has weight on every old eigenvector.
+        v0 = state["top_subspace"].sum(dim=1) if "top_subspace" in state else None
+        top = top_eigenpairs(op.matvec, op.dim, k=k, tol=1e-3, max_steps=max(20 * k, 100), seed=step, v0=v0)
     V = top.eigenvectors
     rec.add(step, "model", "grad_overlap", gradient_overlap(op.gradient(), V))
     rec.add(step, "model", "grad_overlap_random", k / op.dim)
