@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # that made tiny models up to 8x slower (DESIGN.md, "Speed"). Must be set before torch loads.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv test report report-full lab sync clean-cache clean-reports
+.PHONY: help venv browser test browser-check report report-full lab sync clean-cache clean-reports
 
 help: ## list the targets
 	@echo "Targets (variables: PARAMS=$(PARAMS), STUDY=..., PYTEST_ARGS=..., PYTHON=$(PYTHON)):"
@@ -32,10 +32,29 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -e '.[test,lab]'
 	touch $@
 
+# The real-browser check (tests/test_browser.py) drives Debian's chromium. It is installed here when
+# this runs as root with apt-get (a fresh CI machine, about a minute); anywhere else the check is
+# skipped and says why. --no-install-recommends: the recommends add nothing headless needs.
+browser: ## install Debian's chromium for the browser check (needs root and apt-get)
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if [ "$$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make browser: no /usr/bin/chromium and no root apt-get: the browser check will be SKIPPED" >&2; \
+	  exit 0; fi; \
+	echo "make browser: apt-get install chromium"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends chromium fonts-dejavu-core >/dev/null \
+	  || echo "make browser: apt-get failed: the browser check will be SKIPPED" >&2
+
 # make reports any failing recipe as exit 2, so the "no tests ran" case is named here.
-test: venv ## run the tests (pytest exit 5, no tests collected, is a failure)
+test: venv browser ## run the tests (pytest exit 5, no tests collected, is a failure)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
+	exit $$rc
+
+# Exit 3 from browser_check.py means "no browser here": say so loudly, but do not fail the build.
+browser-check: venv browser ## open reports/ in headless chromium; screenshots in reports/screenshots/
+	@$(BIN)/python tests/browser_check.py reports --screenshots reports/screenshots; rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "make browser-check: SKIPPED (see above), not passed" >&2; exit 0; fi; \
 	exit $$rc
 
 report: venv ## render studies with PARAMS (default: default) to reports/; STUDY=NN-name for one

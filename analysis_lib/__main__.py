@@ -1,7 +1,10 @@
-"""Command line: ``python -m analysis_lib {report,index,clear-cache}``.
+"""Command line: ``python -m analysis_lib {report,index,sweep,runs,clear-cache}``.
 
     python -m analysis_lib report [--params default] [--study 01-layer-dynamics ...]
+    python -m analysis_lib report --study 01-layer-dynamics --params-file my-params.yaml
     python -m analysis_lib index
+    python -m analysis_lib sweep grid.yaml [--workers 2] [--scheduler tcp://host:8786] [--output m.parquet]
+    python -m analysis_lib runs [--store data/runs]
     python -m analysis_lib clear-cache [--yes]
 """
 
@@ -9,20 +12,78 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
 
+from analysis_lib.config import ConfigError
 from analysis_lib.paths import runs_dir
 
 
 def _report(args: argparse.Namespace) -> int:
-    """Render the chosen studies and the index (`report.render_all`)."""
+    """Render the chosen studies and the index (`report.render_all`), or one study with a file."""
     from analysis_lib.report import render_all  # imports papermill; only this command needs it
 
+    if args.params_file is not None:
+        return _report_with_file(args)
     index = render_all(args.params, studies=args.study or None, reports_dir=args.reports_dir,
-                       skip_missing=args.skip_missing)
+                       notebooks_dir=args.notebooks_dir, skip_missing=args.skip_missing)
     print(f"index: {index}")
+    return 0
+
+
+def _report_with_file(args: argparse.Namespace) -> int:
+    """Render one study with the values of ``--params-file`` on top of the ``--params`` set."""
+    from analysis_lib.report import build_index, render_study
+    from analysis_lib.paramfiles import read_params_file
+
+    if not args.study or len(args.study) != 1:
+        raise ConfigError(f"invalid parameter --study={args.study!r}: --params-file needs exactly "
+                          "one --study")
+    study = args.study[0]
+    extra = read_params_file(args.params_file, study, args.notebooks_dir)
+    record = render_study(study, args.params, notebooks_dir=args.notebooks_dir,
+                          reports_dir=args.reports_dir, extra_parameters=extra)
+    print(f"ok       {study} ({args.params} + {args.params_file}) {record['seconds']:7.1f} s")
+    print(f"index: {build_index(args.reports_dir, notebooks_dir=args.notebooks_dir)}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """Run a sweep file's grid, print the run table, write tidy metrics to parquet."""
+    from analysis_lib.executors import check_executor_parameters
+    from analysis_lib.sweep import load_sweep, run_sweep, run_table_text
+
+    # Dask logs every worker start and stop at INFO; read from the environment when dask loads.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    spec = load_sweep(args.file)
+    overrides = {"workers": args.workers, "scheduler": args.scheduler, "output": args.output,
+                 "store": args.store}
+    spec.update({k: v for k, v in overrides.items() if v is not None})
+    check_executor_parameters(spec["workers"], spec["scheduler"])  # overrides are checked too
+    result = run_sweep(spec, force=args.force)
+    print(run_table_text(result))
+    print(f"metrics: {spec['output']} ({len(result.metrics)} rows)")
+    failed = result.status_counts()["failed"]
+    if failed:
+        print(f"error: {failed} runs failed (their errors: python -m analysis_lib runs); run the "
+              "same command again to retry them", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    """Print one line per stored run and the counts by status."""
+    from analysis_lib.runstore import RunStore
+
+    store = RunStore(args.store)
+    table = store.runs()
+    if table.empty:
+        print(f"no runs in {store.root}")
+        return 0
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    counts = ", ".join(f"{n} {status}" for status, n in table["status"].value_counts().items())
+    print(f"{len(table)} runs in {store.root}: {counts}")
     return 0
 
 
@@ -67,15 +128,36 @@ def build_parser() -> argparse.ArgumentParser:
                         help="study to render; repeat for several (default: all)")
     report.add_argument("--skip-missing", action="store_true",
                         help="skip studies without the parameter set instead of failing")
+    report.add_argument("--params-file", type=Path, default=None, metavar="YAML",
+                        help="render one --study with these values on top of the --params set")
     index = commands.add_parser("index", help="rebuild reports/index.html only")
     for sub in (report, index):
         sub.add_argument("--reports-dir", type=Path, default=None,
                          help="output folder (default: reports/ in the project)")
+        sub.add_argument("--notebooks-dir", type=Path, default=None,
+                         help="study notebooks folder (default: notebooks/ in the project)")
         sub.set_defaults(func=_report if sub is report else _index)
+    _add_sweep_and_runs(commands)
     clear = commands.add_parser("clear-cache", help="delete the run store data/runs/")
     clear.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
     clear.set_defaults(func=_clear_cache)
     return parser
+
+
+def _add_sweep_and_runs(commands) -> None:
+    """The ``sweep`` and ``runs`` commands (run store and executors; no notebook involved)."""
+    sweep = commands.add_parser("sweep", help="run a YAML grid of runs without a notebook")
+    sweep.add_argument("file", type=Path, help="sweep file: base, conditions, seeds (see analysis_lib/sweep.py)")
+    sweep.add_argument("--workers", type=int, default=None, help="override the file's workers")
+    sweep.add_argument("--scheduler", default=None,
+                       help="override the file's scheduler: '' | tcp://host:port | slurm | pbs")
+    sweep.add_argument("--output", type=Path, default=None, help="parquet file for the tidy metrics")
+    sweep.add_argument("--store", default=None, help="run store folder (default: data/runs)")
+    sweep.add_argument("--force", action="store_true", help="recompute runs already stored")
+    sweep.set_defaults(func=_sweep)
+    runs = commands.add_parser("runs", help="list the runs in the run store")
+    runs.add_argument("--store", default=None, help="run store folder (default: data/runs)")
+    runs.set_defaults(func=_runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept in the run store; the same command resumes",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

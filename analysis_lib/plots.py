@@ -144,7 +144,8 @@ def format_test_table(tests: pd.DataFrame, *, digits: int = 3, alpha: float = 0.
     fmt = {c: f"{{:.{digits}g}}" for c in ("estimate", "ci_low", "ci_high", "effect_size", "statistic")}
     fmt.update({"pvalue": "{:.2e}", "p_adj": "{:.2e}"})
     bold = lambda row: ["font-weight: bold" if row["p_adj"] < alpha else "" for _ in row]  # noqa: E731
-    return tests.style.format(fmt, na_rep="–").apply(bold, axis=1).hide(axis="index")
+    # escape="html": condition names come from parameters and must render as text.
+    return tests.style.format(fmt, na_rep="–", escape="html").apply(bold, axis=1).hide(axis="index")
 
 
 def plot_sharpness(df: pd.DataFrame, *, col: str = "lr", hue: str = "seed", metric: str = "lambda_max",

@@ -1,15 +1,15 @@
 """Render study notebooks into published reports.
 
 papermill executes ``notebooks/<study>.ipynb`` with a YAML parameter set -> the executed notebook
-``reports/<study>.ipynb`` -> nbconvert HTML with code hidden ``reports/<study>.html`` -> a
-provenance record ``reports/<study>/render.json`` -> one ``reports/index.html`` for all studies.
+``reports/<study>.ipynb`` -> a provenance record ``reports/<study>/render.json`` -> self-contained
+HTML with code folded and the verdict on top ``reports/<study>.html`` (`html_export`) -> one
+``reports/index.html`` for all studies (`index_page`).
 Every file is written to a temporary name and moved into place with `os.replace`, so a reader
 (or a web server) never sees a half-written report.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -19,14 +19,15 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote
 
 import nbformat
 import papermill
-from nbconvert import HTMLExporter
 from papermill.iorw import read_yaml_file  # the loader papermill's own `-f` uses (no date parsing)
 
 from analysis_lib import paths
+from analysis_lib.html_export import notebook_title, published_html, study_summary_html
+from analysis_lib.html_summary import read_json
+from analysis_lib.index_page import index_page
 from analysis_lib.provenance import git_commit, package_versions, project_root
 
 STUDY_NAME = re.compile(r"^\d{2}-[A-Za-z0-9][A-Za-z0-9_-]*$")  # NN-name
@@ -195,19 +196,32 @@ def _execute(
     return error
 
 
-def export_html(executed: Path, html_path: Path) -> None:
-    """Convert an executed notebook to standalone HTML with code cells and prompts hidden.
+def export_html(executed: Path, html_path: Path, render: dict | None = None) -> None:
+    """Publish an executed notebook as self-contained HTML (`html_export.published_html`).
 
     Args:
-        executed: the executed ``.ipynb``. html_path: where the HTML goes (written atomically).
+        executed: the executed ``.ipynb``; its folder holds ``<study>/summary.json``.
+        html_path: where the HTML goes (written atomically).
+        render: the render record; with it the page opens with the verdict, provenance and
+            how to reproduce.
     """
     nb = nbformat.read(executed, as_version=4)
-    exporter = HTMLExporter(
-        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
-    )
-    title = notebook_title(nb) or executed.stem
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
-    write_atomic(html_path, body)
+    study = executed.stem
+    summary = read_json(executed.parent / study / "summary.json")
+    header = study_summary_html(study, summary, render) if render is not None else ""
+    title = str((summary or {}).get("title") or notebook_title(nb) or study)
+    write_atomic(html_path, published_html(nb, title, header))
+
+
+def _publish(executed: Path, record: dict) -> Exception | None:
+    """Export `executed` to HTML (when it exists); return the exception raised, if any."""
+    if not executed.exists():
+        return None
+    try:
+        export_html(executed, executed.with_suffix(".html"), record)
+    except Exception as exc:  # render.json must still be written, with the error
+        return exc
+    return None
 
 
 def _render_record(
@@ -232,7 +246,9 @@ def render_study(
 ) -> dict:
     """Execute one study with papermill and publish it as HTML with a provenance record.
 
-    Clears ``<reports_dir>/<study>/`` first so no table or figure from an older render survives.
+    The HTML opens with the verdict, the runs, provenance and how to reproduce (see
+    `html_export`). Clears ``<reports_dir>/<study>/`` first so no table or figure from an older
+    render survives.
 
     Args:
         study: study name (``NN-name``). param_set: parameter set in ``notebooks/params/<study>/``.
@@ -242,7 +258,8 @@ def render_study(
 
     Returns:
         The render.json record: study, param_set, status, error, parameters, started, finished,
-        seconds, package_versions, git, command, kernel_name.
+        seconds (notebook execution), package_versions, git, kernel_name, params_file (relative
+        to the project root), extra_parameters, command.
 
     Raises:
         ValueError: unknown study or parameter set (before anything runs).
@@ -259,139 +276,20 @@ def render_study(
     study_ipynb, executed = nb_dir / f"{study}.ipynb", out_root / f"{study}.ipynb"
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     error = _execute(study_ipynb, executed, parameters, kernel_name)
-    if executed.exists():
-        try:
-            export_html(executed, executed.with_suffix(".html"))
-        except Exception as exc:  # a failing cell is the more useful error to report
-            error = error or exc
     record = _render_record(study, param_set, parameters, error, started, t0) | {
-        "kernel_name": kernel_name,
+        "kernel_name": kernel_name, "params_file": _shown_path(params_file),
+        "extra_parameters": extra_parameters or {},
         "command": papermill_command(study_ipynb, executed, params_file, out_dir,
                                      extra_parameters, kernel_name),
     }
+    export_error = _publish(executed, record)
+    if export_error and not error:  # a failing cell is the more useful error to report
+        error = export_error
+        record.update(status="failed", error=error_summary(export_error))
     write_atomic(out_dir / "render.json", json.dumps(record, indent=2, default=str) + "\n")
     if error:
         raise error
     return record
-
-
-# --- index.html ---------------------------------------------------------------------------------
-
-_CSS = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:70rem;margin:2rem auto;
-padding:0 1rem;color:#1d1d1f}
-h1{font-size:1.6rem}section{border-top:1px solid #ccc;padding:.6rem 0 1rem}
-h2{font-size:1.2rem;margin:.4rem 0}.question{font-style:italic}
-table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;
-text-align:left;vertical-align:top}th{background:#f4f4f4}
-.badge{font-size:.75rem;padding:.1rem .45rem;border-radius:.6rem;background:#ddd;margin-left:.4rem}
-.ok,.yes{background:#d4f4dd}.failed,.no{background:#fbd5d5}.partly,.incomplete{background:#fdf1c7}
-.inconclusive,.not-rendered{background:#e8e8e8}dt{font-weight:600;float:left;clear:left;width:9rem}
-dd{margin:0 0 .2rem 9.5rem}code{font-size:.85rem;word-break:break-all}
-"""
-_E = html.escape  # every text that comes from a file goes through this
-
-
-def notebook_title(nb) -> str | None:
-    """Title of a notebook: the ``# heading`` opening its first markdown cell, or None."""
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            first = cell.source.lstrip().splitlines()[0] if cell.source.strip() else ""
-            return first[2:].strip() if first.startswith("# ") else None
-    return None
-
-
-def _read_json(path: Path) -> dict | None:
-    """The JSON object in `path`, or None when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _study_status(summary: dict | None, render: dict | None) -> str:
-    """ok | failed | incomplete (rendered without a summary.json) | not rendered."""
-    if render and render.get("status") == "failed":
-        return "failed"
-    if summary is not None:
-        return "ok"
-    return "incomplete" if render else "not rendered"
-
-
-def _verdict_row(row: dict) -> str:
-    """One <tr>: claim (with its source), measured, reproduced (coloured by outcome)."""
-    claim = _E(str(row.get("claim", "")))
-    if row.get("source"):
-        claim += f"<br><small>{_E(str(row['source']))}</small>"
-    outcome = _E(str(row.get("reproduced", "")))
-    return (f'<tr><td>{claim}</td><td>{_E(str(row.get("measured", "")))}</td>'
-            f'<td class="{outcome}">{outcome}</td></tr>')
-
-
-def _verdict_table(verdict) -> str:
-    """HTML table claim / measured / reproduced, with a one-line count above it."""
-    rows = [v for v in verdict if isinstance(v, dict)] if isinstance(verdict, list) else []
-    if not rows:
-        return "<p>No verdict recorded.</p>"
-    reproduced = sum(str(v.get("reproduced")) == "yes" for v in rows)
-    body = "".join(_verdict_row(v) for v in rows)
-    return (f"<p>{reproduced} of {len(rows)} claims reproduced.</p><table><tr><th>claim</th>"
-            f"<th>measured</th><th>reproduced</th></tr>{body}</table>")
-
-
-def _meta_list(summary: dict, render: dict) -> str:
-    """Definition list: parameter set, run time, runs, versions, git commit, command."""
-    runs = summary.get("runs") if isinstance(summary.get("runs"), dict) else {}
-    versions = render.get("package_versions") or {}
-    git = render.get("git") or {}
-    sha = str(git.get("commit", "unknown"))  # "unknown"[:7] is still "unknown"
-    seconds = render.get("seconds")
-    items = {
-        "parameter set": render.get("param_set", "—"),
-        "run time": f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "—",
-        "rendered": render.get("finished", "—"),
-        "runs": ", ".join(f"{runs.get(k, '?')} {k}" for k in ("finished", "diverged", "failed"))
-        if runs else None,
-        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()) or "—",
-        "git commit": sha[:7] + (" (modified)" if git.get("modified") else ""),
-        "error": render.get("error"),
-    }
-    rows = "".join(f"<dt>{_E(k)}</dt><dd>{_E(str(v))}</dd>" for k, v in items.items() if v)
-    if render.get("command"):
-        rows += f'<dt>reproduce</dt><dd><code>{_E(str(render["command"]))}</code></dd>'
-    return f"<dl>{rows}</dl>"
-
-
-def _study_section(out_root: Path, study: str) -> str:
-    """One <section> of the index for `study`, from its summary.json and render.json."""
-    summary = _read_json(out_root / study / "summary.json")
-    render = _read_json(out_root / study / "render.json")
-    status = _study_status(summary, render)
-    title = _E(str((summary or {}).get("title") or study))
-    if (out_root / f"{study}.html").is_file():
-        title = f'<a href="{_E(quote(study))}.html">{title}</a>'
-    question = (summary or {}).get("question", "")
-    badge = f'<span class="badge {status.replace(" ", "-")}">{_E(status)}</span>'
-    parts = [f'<section id="{_E(study)}"><h2>{title} {badge}</h2><p>{_E(study)}</p>']
-    if question:
-        parts.append(f'<p class="question">{_E(str(question))}</p>')
-    if summary is not None:
-        parts.append(_verdict_table(summary.get("verdict")))
-    if summary is not None or render is not None:
-        parts.append(_meta_list(summary or {}, render or {}))
-    return "".join(parts) + "</section>"
-
-
-def index_page(out_root: Path, studies: list[str]) -> str:
-    """The self-contained index.html text (inline CSS, no scripts) for `studies`."""
-    sections = "\n".join(_study_section(out_root, s) for s in studies) or "<p>No studies.</p>"
-    generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>Training-dynamics studies</title><style>{_CSS}</style></head><body>"
-            f"<h1>Training-dynamics studies</h1><p>Generated {_E(generated)}. Each title links "
-            f"to the full report; code is hidden there, the executed notebook sits beside it.</p>"
-            f"\n{sections}\n</body></html>\n")
 
 
 def build_index(

@@ -38,7 +38,8 @@ main_arms: list = ["main-sgd-mlp", "main-adam-mlp", "main-sgd-cnn", "main-adam-c
 sweep_arms: list = ["sweep-sgd"]  # pooled for the rotation-vs-accuracy correlation (MLP)
 alpha: float = 0.05  # family-wise error rate (Holm) of the per-layer tests
 n_boot: int = 200  # bootstrap resamples for every confidence interval
-workers: int = 1  # worker processes for the grid, 1 means in-process; results do not depend on it
+workers: int = 1  # 1 means in-process; N means a Dask LocalCluster of N one-thread processes, or N batch workers; results do not depend on it
+scheduler: str = ""  # "": this machine; "tcp://host:8786": an existing Dask cluster; "slurm" / "pbs": dask-jobqueue
 output_dir: str = ""  # folder for tables, figures and summary.json; empty means data/studies/01-layer-dynamics
 
 # %% [markdown]
@@ -49,7 +50,8 @@ import pandas as pd
 
 from analysis_lib import plots, stats
 from analysis_lib.config import check_fraction, check_subset
-from analysis_lib.grid import expand_grid, local_executor, run_grid
+from analysis_lib.executors import grid_executor
+from analysis_lib.grid import expand_grid, run_grid
 from analysis_lib.outputs import StudyOutputs
 from analysis_lib.summaries import final_values, layer_spread, log10_values, mean_over_training, run_table
 from analysis_lib.verdicts import verdict_row, verdict_table
@@ -62,10 +64,10 @@ out = StudyOutputs("01-layer-dynamics", output_dir)
 print(f"{len(configs)} runs: {len(arms)} arms x their conditions x {len(seeds)} seeds")
 
 # %% [markdown]
-# Train (or reuse from the run store) every run. Finished runs are cached in `data/runs/`, so a second render only re-reads them.
+# Train (or reuse from the run store) every run. Finished runs are cached in `data/runs/`, so a second render only re-reads them, and an interrupted render resumes where it stopped.
 
 # %%
-with local_executor(workers) as executor:
+with grid_executor(workers, scheduler) as executor:
     result = run_grid(configs, executor=executor)
 metrics = result.metrics
 result.runs.groupby(["arm", "status"]).size().rename("runs").reset_index()
@@ -197,4 +199,4 @@ out.save_table("verdict", verdict)
 out.save_summary(title="Per-layer training dynamics: SGD vs Adam, and layer rotation vs generalisation",
                  question="Where, layer by layer, do SGD and Adam differ, and does larger layer rotation go with better test accuracy?",
                  verdict=verdict, runs=result.status_counts(), params={"seeds": seeds, "arms": arms, "train": train})
-verdict.style.hide(axis="index")
+verdict.style.format(escape="html").hide(axis="index")

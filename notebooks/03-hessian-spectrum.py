@@ -31,10 +31,11 @@ arms: dict = {  # named arms: dotted config keys -> lists of values
     "mnist1d": {"data.name": ["mnist1d"]},
     "width": {"data.n_classes": [5], "model.width": [24]},
 }
-initial_phase: int = 25  # overlaps are averaged over steps >= this
+initial_phase: int = 25  # overlaps are averaged over the steps from this one on
 overlap_bar: float = 0.8  # "close to 1": the overlap CI lies above this
 n_boot: int = 200  # bootstrap resamples for every confidence interval
-workers: int = 1  # worker processes for the grid, 1 means in-process
+workers: int = 1  # 1 means in-process; N means a Dask LocalCluster of N one-thread processes
+scheduler: str = ""  # empty: this machine; "tcp://host:8786": an existing Dask cluster; "slurm" or "pbs": dask-jobqueue
 output_dir: str = ""  # folder for tables, figures and summary.json; empty means data/studies/03-hessian-spectrum
 
 # %% [markdown]
@@ -47,7 +48,8 @@ from analysis_lib import plots, stats
 from analysis_lib.config import check_fraction, check_subset
 from analysis_lib.data import class_count
 from analysis_lib.effects import mean_ci
-from analysis_lib.grid import expand_grid, local_executor, run_grid
+from analysis_lib.executors import grid_executor
+from analysis_lib.grid import expand_grid, run_grid
 from analysis_lib.outputs import StudyOutputs
 from analysis_lib.runstore import run_id
 from analysis_lib.spectrum import density_table, spectrum_summary
@@ -65,7 +67,7 @@ print(f"{len(configs)} runs: {len(arms)} arms x their conditions x {len(seeds)} 
 # Train (or reuse from the run store) every run; each stores its spectrum at initialisation and at the end.
 
 # %%
-with local_executor(workers) as executor:
+with grid_executor(workers, scheduler) as executor:
     result = run_grid(configs, executor=executor)
 metrics, spectra = result.metrics, result.table("spectrum")
 result.runs.groupby(["arm", "dataset", "n_classes", "width", "status"]).size().rename("runs").reset_index()
@@ -159,4 +161,4 @@ out.save_table("verdict", verdict)
 out.save_summary(title="Hessian spectra: bulk, outliers and the gradient's tiny subspace",
                  question="Does the Hessian have about C outliers over a bulk, and does the gradient live in the top-C subspace?",
                  verdict=verdict, runs=result.status_counts(), params={"seeds": seeds, "arms": arms, "train": train})
-verdict.style.hide(axis="index")
+verdict.style.format(escape="html").hide(axis="index")

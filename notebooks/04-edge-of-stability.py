@@ -33,12 +33,13 @@ arms: dict = {  # named arms: dotted config keys -> lists of values
 }
 sgd_lr: float = 0.1  # learning rate shared by the gd and sgd arms for the batch-size comparison
 warmup_lr: float = 0.2  # learning rate shared by the gd and warmup arms
-threshold: float = 0.9  # a run reaches the edge when lambda_max >= threshold * 2/lr
+threshold: float = 0.9  # a run reaches the edge when lambda_max first exceeds threshold times 2/lr
 window: int = 100  # steps after reaching the edge over which the hover ratio is averaged
 early: int = 60  # the first steps, where warm-up should keep lambda_max down
 margin: float = 0.2  # hover ratio counts as about 1 inside [1 - margin, 1 + margin]
 n_boot: int = 200  # bootstrap resamples for every confidence interval
-workers: int = 1  # worker processes for the grid, 1 means in-process
+workers: int = 1  # 1 means in-process; N means a Dask LocalCluster of N one-thread processes
+scheduler: str = ""  # empty: this machine; "tcp://host:8786": an existing Dask cluster; "slurm" or "pbs": dask-jobqueue
 output_dir: str = ""  # folder for tables, figures and summary.json; empty means data/studies/04-edge-of-stability
 
 # %% [markdown]
@@ -50,7 +51,8 @@ import pandas as pd
 from analysis_lib import plots, stats
 from analysis_lib.config import check_fraction, check_subset
 from analysis_lib.effects import mean_ci
-from analysis_lib.grid import expand_grid, local_executor, run_grid
+from analysis_lib.executors import grid_executor
+from analysis_lib.grid import expand_grid, run_grid
 from analysis_lib.outputs import StudyOutputs
 from analysis_lib.stability import hover_verdict, share_verdict, stability_table
 from analysis_lib.verdicts import verdict_row, verdict_table, verdict_within
@@ -68,7 +70,7 @@ print(f"{len(configs)} runs: {len(arms)} arms x their conditions x {len(seeds)} 
 # Train (or reuse from the run store) every run. Runs whose loss became non-finite are listed as `diverged` and kept.
 
 # %%
-with local_executor(workers) as executor:
+with grid_executor(workers, scheduler) as executor:
     result = run_grid(configs, executor=executor)
 metrics = result.metrics
 result.runs.groupby(["arm", "lr", "batch_size", "status"]).size().rename("runs").reset_index()
@@ -116,6 +118,9 @@ out.save_figure("hover_ratio", fig)
 sgd_curves = metrics[(metrics["lr"] == sgd_lr) & metrics["arm"].isin(["gd", "sgd"])]
 fig = plots.plot_sharpness(sgd_curves, col="batch_size", lr=sgd_lr)
 out.save_figure("sharpness_sgd", fig)
+
+# %% [markdown]
+# **Hessian trace under mini-batch SGD** (Hutch++, full training set), one panel per batch size: the quantity the SGD stability bound constrains.
 
 # %%
 trace_curves = metrics[metrics["arm"] == "sgd"]
@@ -170,4 +175,4 @@ out.save_table("verdict", verdict)
 out.save_summary(title="Progressive sharpening and the edge of stability",
                  question="Under full-batch GD, does λ_max rise to 2/η and hover there; does SGD settle lower; does warm-up keep early curvature down?",
                  verdict=verdict, runs=result.status_counts(), params={"seeds": seeds, "arms": arms, "train": train})
-verdict.style.hide(axis="index")
+verdict.style.format(escape="html").hide(axis="index")

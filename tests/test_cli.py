@@ -1,0 +1,114 @@
+"""The command line: a sweep from a YAML grid, the run listing, and one study rendered with a
+parameter file (one kernel start, on a two-cell fake study); bad files are rejected with one
+message naming the file, the key and what is allowed, before anything runs."""
+
+from __future__ import annotations
+
+import json
+
+import jupytext
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from analysis_lib.__main__ import main
+from analysis_lib.grid import expand_grid, run_grid
+
+BASE = {"data": {"name": "gaussian_mixture", "n_train": 120, "n_test": 60, "n_classes": 3, "n_features": 5},
+        "model": {"kind": "mlp", "depth": 2, "width": 8},
+        "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 30, "steps": 12},
+        "probes": {"schedule": "every", "every": 3}}
+CONDITIONS = {"train.lr": [0.05, 0.1]}
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    spec = {"base": BASE, "conditions": CONDITIONS, "seeds": [0, 1], "workers": 1,
+            "store": str(tmp_path / "runs"), "output": str(tmp_path / "out" / "metrics.parquet")}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_sweep_prints_the_run_table_and_writes_tidy_metrics(sweep_file, tmp_path, capsys):
+    assert main(["sweep", str(sweep_file)]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs: 4 finished, 0 diverged, 0 failed (0 reused from the store)" in out
+    written = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
+    expected = run_grid(expand_grid(BASE, CONDITIONS, [0, 1]), store_root=str(tmp_path / "ref"), progress=False)
+    pd.testing.assert_frame_equal(written, expected.metrics, check_exact=True)
+    assert main(["sweep", str(sweep_file), "--output", str(tmp_path / "again.parquet")]) == 0
+    assert "(4 reused from the store)" in capsys.readouterr().out  # a second call resumes/reuses
+    assert main(["runs", "--store", str(tmp_path / "runs")]) == 0
+    assert f"4 runs in {tmp_path / 'runs'}: 4 finished" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seeds": None, "seed": [0]}, "missing keys ['seeds'], unknown keys ['seed']"),
+    ({"conditions": {"train.lr": 0.1}}, "conditions['train.lr']=0.1: must be a non-empty list"),
+    ({"workers": 0}, "workers=0: must be an integer >= 1"),
+    ({"base": {**BASE, "train": {**BASE["train"], "lr": -1}}}, "lr=-1"),
+])
+def test_bad_sweep_file_is_rejected_before_any_run(sweep_file, tmp_path, capsys, change, message):
+    spec = {**yaml.safe_load(sweep_file.read_text()), **change}
+    sweep_file.write_text(yaml.safe_dump({k: v for k, v in spec.items() if v is not None}))
+    assert main(["sweep", str(sweep_file)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid ") and message in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+STUDY = "99-fake"
+
+
+@pytest.fixture
+def fake_study(tmp_path):
+    """A study whose one code cell writes its ``title`` parameter to summary.json."""
+    nb = new_notebook(cells=[
+        new_markdown_cell("# Fake study"),
+        new_code_cell('output_dir = ""\ntitle = "from the set"\nn = 1', metadata={"tags": ["parameters"]}),
+        new_code_cell("import json, pathlib\n"
+                      "(pathlib.Path(output_dir) / 'summary.json').write_text(json.dumps({'title': title, 'n': n}))"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    folder = tmp_path / "notebooks"
+    (folder / "params" / STUDY).mkdir(parents=True)
+    nbformat.write(nb, folder / f"{STUDY}.ipynb")
+    (folder / f"{STUDY}.py").write_text(jupytext.writes(nb, fmt="py:percent"))
+    (folder / "params" / STUDY / "default.yaml").write_text("title: from the set\nn: 2\n")
+    return folder
+
+
+def test_report_renders_one_study_with_a_parameter_file(fake_study, tmp_path):
+    params = tmp_path / "mine.yaml"
+    params.write_text("title: from my file\n")
+    reports = tmp_path / "reports"
+    assert main(["report", "--study", STUDY, "--params-file", str(params), "--notebooks-dir",
+                 str(fake_study), "--reports-dir", str(reports)]) == 0
+    summary = json.loads((reports / STUDY / "summary.json").read_text())
+    assert summary == {"title": "from my file", "n": 2}  # the file on top of the default set
+    assert (reports / "index.html").exists() and (reports / f"{STUDY}.html").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("titel: typo\n", "unknown parameters ['titel'] for study 99-fake; allowed: output_dir, title, n"),
+    ("- a list\n", "must hold a non-empty mapping of parameter names to values, not list"),
+    ("title: [unclosed\n", "not valid YAML"),
+])
+def test_report_rejects_a_bad_parameter_file(fake_study, tmp_path, capsys, text, message):
+    params = tmp_path / "bad.yaml"
+    params.write_text(text)
+    assert main(["report", "--study", STUDY, "--params-file", str(params), "--notebooks-dir",
+                 str(fake_study), "--reports-dir", str(tmp_path / "reports")]) == 1
+    err = capsys.readouterr().err
+    assert f"error: invalid parameter --params-file='{params}': {message}" in err, err
+    assert not (tmp_path / "reports").exists()  # rejected before any kernel started
+
+
+def test_parameter_file_needs_exactly_one_study(fake_study, tmp_path, capsys):
+    params = tmp_path / "mine.yaml"
+    params.write_text("title: x\n")
+    assert main(["report", "--params-file", str(params), "--notebooks-dir", str(fake_study)]) == 1
+    assert "--params-file needs exactly one --study" in capsys.readouterr().err
