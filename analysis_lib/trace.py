@@ -77,8 +77,10 @@ def exact_trace(matvec: MatVec, dim: int, device="cpu") -> TraceEstimate:
 def layer_traces(model, x, y, *, n_matvecs: int = 60, exact_max_dim: int = 500, seed: int = 0):
     """Hessian trace of every layer's block (and the whole model) as a tidy table.
 
-    Exact (``dim`` products) for blocks of at most ``exact_max_dim`` parameters, Hutch++ with
-    ``n_matvecs`` products and a standard error otherwise.
+    Exact from the backpropagated Hessian diagonal where the model allows it (ReLU MLPs, see
+    ``hessian.hessian_diagonal``: no products at all); otherwise exact (``dim`` products) for
+    blocks of at most ``exact_max_dim`` parameters and Hutch++ with ``n_matvecs`` products and a
+    standard error beyond.
 
     Returns:
         DataFrame with columns ``layer, estimate, se, n_matvecs, method``; ``layer = "model"``
@@ -86,8 +88,14 @@ def layer_traces(model, x, y, *, n_matvecs: int = 60, exact_max_dim: int = 500, 
     """
     import pandas as pd
 
-    from .hessian import HessianOperator, layer_blocks
+    from .hessian import HessianOperator, hessian_diagonal, layer_blocks
 
+    diag = hessian_diagonal(model, x, y)
+    if diag is not None:
+        per_layer = {layer: sum(diag[n].sum().item() for n in names) for layer, names in layer_blocks(model).items()}
+        return pd.DataFrame([{"layer": layer, "estimate": value, "se": 0.0, "n_matvecs": 0,
+                              "method": "exact diagonal"}
+                             for layer, value in [("model", sum(per_layer.values())), *per_layer.items()]])
     rows = []
     for layer, names in [("model", None), *layer_blocks(model).items()]:
         op = HessianOperator(model, x, y, params=names)

@@ -17,8 +17,8 @@ MLP instead, where the reference is ``torch.linalg.eigvalsh`` of ``dense_hessian
 
 Run (reference tools in their own venv, see benchmarks/README.md):
 
-    /tmp/benchvenv/bin/python benchmarks/curvature.py            # about 3 minutes on 2 cores
-    /tmp/benchvenv/bin/python benchmarks/curvature.py --quick    # about 30 seconds
+    /tmp/benchvenv/bin/python benchmarks/curvature.py            # about 4 minutes on 2 cores
+    /tmp/benchvenv/bin/python benchmarks/curvature.py --quick    # about 45 seconds
 
 A tool that is missing or fails on our torch is reported with the reason, never silently skipped.
 """
@@ -34,7 +34,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("ANALYSIS_LIB_DATA", "/tmp/benchdata")
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import copy  # noqa: E402
 import importlib  # noqa: E402
 import importlib.metadata  # noqa: E402
@@ -355,44 +354,9 @@ def cross_check(op: HessianOperator, prob: Problem, m64, x64, k: int) -> str:
 # --------------------------------------------------------------------------------------------
 # Tools
 # --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def row_major_lanczos_basis():
-    """Proposed patch to analysis_lib.lanczos.lanczos_steps (README, "Findings"), applied only
-    inside this block: the basis is stored as rows, so Q[:j+1] is contiguous."""
-    from analysis_lib import lanczos as lz
-
-    def lanczos_steps(matvec, v0, max_steps):
-        dim = v0.numel()
-        Q = torch.empty(max_steps, dim, dtype=torch.float64, device=v0.device)  # rows contiguous
-        alpha: list[float] = []
-        beta: list[float] = []
-        q = v0
-        for j in range(max_steps):
-            Q[j] = q
-            w = matvec(q).to(torch.float64)
-            alpha.append(torch.dot(w, q).item())
-            basis = Q[: j + 1]  # (j+1, dim), contiguous
-            for _ in range(2):
-                w = w - basis.T @ (basis @ w)
-            beta.append(w.norm().item())
-            breakdown = beta[-1] < 1e-12 * max(1.0, max(abs(a) for a in alpha))
-            yield alpha, beta, basis.T, breakdown
-            if breakdown:
-                return
-            q = w / beta[-1]
-
-    original = lz.lanczos_steps
-    lz.lanczos_steps = lanczos_steps
-    try:
-        yield
-    finally:
-        lz.lanczos_steps = original
-
-
-def ours_eigs(prob: Problem, k: int, tol: float, patched: bool = False):
+def ours_eigs(prob: Problem, k: int, tol: float):
     op = HessianOperator(prob.model, prob.x, prob.y)
-    with warnings.catch_warnings(), (row_major_lanczos_basis() if patched
-                                     else contextlib.nullcontext()):
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return top_eigenpairs(op.matvec, op.dim, k=k, tol=tol)
 
@@ -491,9 +455,7 @@ def bench_eigenvalues(prob: Problem, ks: list[int], repeats: int, everything: bo
     have_he = tool_version("hessian-eigenthings")
 
     # top-1 at PyHessian's default tolerance (relative change 1e-3 between iterations)
-    entries = [Entry("ours tol=1e-3", lambda: ours_eigs(prob, 1, 1e-3), eig_score(ref, 1)),
-               Entry("ours tol=1e-3 + row-major basis patch",
-                     lambda: ours_eigs(prob, 1, 1e-3, patched=True), eig_score(ref, 1))]
+    entries = [Entry("ours tol=1e-3", lambda: ours_eigs(prob, 1, 1e-3), eig_score(ref, 1))]
     if have_pyh:
         entries.append(Entry("PyHessian power iteration (defaults)", pyh_top(prob, 1), from_pair))
     compare("top-1", entries, repeats)
@@ -502,9 +464,7 @@ def bench_eigenvalues(prob: Problem, ks: list[int], repeats: int, everything: bo
 
     for k in ks:
         task = f"top-{k}"
-        entries = [Entry("ours tol=1e-4", lambda k=k: ours_eigs(prob, k, 1e-4), eig_score(ref, k)),
-                   Entry("ours tol=1e-4 + row-major basis patch",
-                         lambda k=k: ours_eigs(prob, k, 1e-4, patched=True), eig_score(ref, k))]
+        entries = [Entry("ours tol=1e-4", lambda k=k: ours_eigs(prob, k, 1e-4), eig_score(ref, k))]
         if have_pyh:
             entries.append(Entry("PyHessian deflated power iteration (defaults)",
                                  pyh_top(prob, k), from_pair))
@@ -791,7 +751,7 @@ def summary(ks: list[int], dim: int) -> None:
 
     for k in ks:
         task = f"top-{k}"
-        for ours_label in ("ours tol=1e-4", "ours tol=1e-4 + row-major"):
+        for ours_label in ("ours tol=1e-4",):
             ours = find(task, ours_label)
             if ours is None:
                 continue
@@ -801,7 +761,7 @@ def summary(ks: list[int], dim: int) -> None:
             print(f"  {task} {ours_label}: err {ours.error:.1e}, all converged {ok}; PyHessian "
                   f"{fmt(r_pyh)} (target 5x: {_ok(r_pyh[0], 5)}); curvlinops eigsh {fmt(r_cl)} "
                   f"(target 3x: {_ok(r_cl[0], 3)}); eigenthings lanczos, same steps {fmt(r_he)}")
-    for ours_label in ("ours tol=1e-3", "ours tol=1e-3 + row-major"):
+    for ours_label in ("ours tol=1e-3",):
         o, p = find("top-1", ours_label), find("top-1", "PyHessian")
         if o and p:
             r = (p.seconds / o.seconds, p.cpu / o.cpu)
@@ -834,7 +794,7 @@ def _ok(r, target):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="about 30 s: 1,000 samples, top-5 only")
+    ap.add_argument("--quick", action="store_true", help="about 45 s: 1,000 samples, top-5 only")
     ap.add_argument("--tiny", action="store_true", help="40-16-16-10 MLP, dense-Hessian reference")
     ap.add_argument("--all", action="store_true",
                     help="also the slow extras (eigenthings deflated power and Hutch++, curvlinops SLQ)")

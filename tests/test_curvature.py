@@ -227,8 +227,33 @@ def test_layer_traces_add_up_to_the_model_trace(problem):
     model, x, y = problem
     H = dense_hessian(model, x, y)
     table = layer_traces(model, x, y).set_index("layer")
-    assert (table["method"] == "exact").all()
+    assert table["method"].isin(["exact", "exact diagonal"]).all()
     assert table.loc["model", "estimate"] == pytest.approx(torch.trace(H).item(), rel=1e-9)
     assert table.drop("model")["estimate"].sum() == pytest.approx(torch.trace(H).item(), rel=1e-9)
     sampled = layer_traces(model, x, y, exact_max_dim=1, n_matvecs=30).set_index("layer")
     assert (sampled["method"] == "Hutch++").all() and (sampled["se"] > 0).any()
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_hessian_diagonal_of_relu_mlps_is_exact(residual):
+    from analysis_lib.hessian import hessian_diagonal
+
+    model, x, y = _problem(ModelConfig(kind="mlp", depth=3, width=5, residual=residual), 4)
+    diag = hessian_diagonal(model, x, y)
+    flat = torch.cat([diag[n].reshape(-1) for n, _ in model.named_parameters()])
+    H = dense_hessian(model, x, y)
+    torch.testing.assert_close(flat, torch.diagonal(H), rtol=1e-9, atol=1e-12)
+    assert all(p.grad is None for p in model.parameters())
+    from analysis_lib.trace import layer_traces
+
+    table = layer_traces(model, x, y).set_index("layer")
+    assert (table["method"] == "exact diagonal").all()
+    assert table.loc["model", "estimate"] == pytest.approx(torch.trace(H).item(), rel=1e-9)
+
+
+def test_hessian_diagonal_refuses_models_where_it_does_not_hold():
+    from analysis_lib.hessian import hessian_diagonal
+
+    for config, n_features in (MODELS[0][1:], MODELS[1][1:], MODELS[2][1:]):  # tanh, conv, batchnorm
+        model, x, y = _problem(config, n_features)
+        assert hessian_diagonal(model, x, y) is None
