@@ -9,6 +9,17 @@ import yaml
 from .config import ConfigError
 
 
+def read_yaml(path: Path, context: str):
+    """The YAML document in ``path``; a missing file or bad YAML is a ConfigError starting with
+    ``context`` (e.g. ``"invalid sweep file 'x.yaml'"``)."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{context}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{context}: not valid YAML ({exc})") from None
+
+
 def read_params_file(path: str | Path, study: str, notebooks_dir: str | Path | None = None) -> dict:
     """The parameters in a YAML file, checked against the study notebook's ``parameters`` cell.
 
@@ -27,12 +38,7 @@ def read_params_file(path: str | Path, study: str, notebooks_dir: str | Path | N
         ConfigError: missing file, invalid YAML, not a mapping, or an unknown parameter name.
     """
     path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"invalid parameter --params-file={str(path)!r}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid parameter --params-file={str(path)!r}: not valid YAML ({exc})") from None
+    values = read_yaml(path, f"invalid parameter --params-file={str(path)!r}")
     if not isinstance(values, dict) or not values:
         raise ConfigError(f"invalid parameter --params-file={str(path)!r}: must hold a non-empty "
                           f"mapping of parameter names to values, not {type(values).__name__}")

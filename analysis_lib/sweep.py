@@ -25,9 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .config import ConfigError
+from .paramfiles import read_yaml
 from .executors import check_executor_parameters, grid_executor
 from .grid import GridResult, expand_grid, run_grid
 
@@ -49,12 +48,7 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
             ``expand_grid`` or the executor rejects; the message names the file and the key.
     """
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"invalid sweep file {str(path)!r}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid sweep file {str(path)!r}: not valid YAML ({exc})") from None
+    spec = read_yaml(path, f"invalid sweep file {str(path)!r}")
     if not isinstance(spec, dict):
         raise ConfigError(f"invalid sweep file {str(path)!r}: must be a mapping with keys "
                           f"{', '.join(REQUIRED)} (and optionally {', '.join(OPTIONAL)})")

@@ -55,7 +55,7 @@ from torch import nn  # noqa: E402
 from analysis_lib.config import DataConfig, ModelConfig  # noqa: E402
 from analysis_lib.data import load_dataset  # noqa: E402
 from analysis_lib.density import slq_nodes  # noqa: E402
-from analysis_lib.hessian import HessianOperator, dense_hessian  # noqa: E402
+from analysis_lib.hessian import HessianOperator, dense_hessian, hessian_diagonal  # noqa: E402
 from analysis_lib.lanczos import top_eigenpairs  # noqa: E402
 from analysis_lib.models import build_model  # noqa: E402
 from analysis_lib.trace import hutchinson, hutchpp  # noqa: E402
@@ -122,49 +122,11 @@ def as_sequential(model: nn.Module) -> nn.Sequential:
     return nn.Sequential(*layers, copy.deepcopy(model.out))
 
 
-# --------------------------------------------------------------------------------------------
-# Exact Hessian diagonal of a ReLU MLP (prototype; see README "Findings")
-# --------------------------------------------------------------------------------------------
 def relu_mlp_hessian_diagonal(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """Exact diag of the Hessian of the mean cross-entropy for an MLP of Linear + ReLU layers.
-
-    Each logit is piecewise linear in any single weight, so diag(H) = diag(G), the Gauss-Newton
-    diagonal, and diag(G) = (1/N) Σ_n Σ_c (J_nᵀ s_{n,c})² with H_L = S Sᵀ,
-    S = diag(√p) − p √pᵀ. For a Linear layer, J_nᵀ s restricted to W is the outer product of the
-    back-propagated signal δ_{n,c} (out,) and the layer input a_n (in,), so its square sums to
-    (δ²)ᵀ(a²): C backward passes, no per-sample gradients (BackPACK's DiagGGN/DiagHessian idea,
-    Dangel, Kunstner & Hennig, ICLR 2020). The model is not modified (hooks are removed).
-
-    Returns:
-        ``{param name: diagonal with that parameter's shape}`` (float dtype of the model).
-    """
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    inputs, outputs, handles = {}, {}, []
-    for name, mod in linears.items():
-        def hook(m, args, out, name=name):
-            inputs[name], outputs[name] = args[0].detach(), out
-        handles.append(mod.register_forward_hook(hook))
-    try:
-        with torch.enable_grad():
-            xg = x.detach()
-            logits = model(xg)
-    finally:
-        for h in handles:
-            h.remove()
-    p = torch.softmax(logits.detach(), dim=1)  # (N, C)
-    sqrt_p = p.sqrt()
-    n, c = p.shape
-    outs = [outputs[name] for name in linears]
-    diag = {f"{name}.{k}": torch.zeros_like(getattr(mod, k)) for name, mod in linears.items()
-            for k in ("weight", "bias") if getattr(mod, k) is not None}
-    for cls in range(c):
-        s = -p * sqrt_p[:, cls : cls + 1]  # (N, C): column cls of S per sample
-        s[:, cls] += sqrt_p[:, cls]
-        deltas = torch.autograd.grad(logits, outs, grad_outputs=s / math.sqrt(n), retain_graph=True)
-        for (name, mod), d in zip(linears.items(), deltas):  # d: (N, out)
-            diag[f"{name}.weight"] += (d**2).T @ (inputs[name] ** 2)
-            if mod.bias is not None:
-                diag[f"{name}.bias"] += (d**2).sum(0)
+    """The library's exact Hessian diagonal (``analysis_lib.hessian.hessian_diagonal``)."""
+    diag = hessian_diagonal(model, x, y)
+    if diag is None:
+        raise ValueError("hessian_diagonal holds only for Linear + piecewise-linear models")
     return diag
 
 
@@ -506,9 +468,9 @@ def bench_trace(prob: Problem, repeats: int, budget: int, everything: bool) -> N
     rel = lambda t: abs(t - ref) / abs(ref)  # noqa: E731
     diag_score = lambda note: lambda d: (0, rel(sum(v.sum().item() for v in d.values())), note)  # noqa: E731
 
-    entries = [Entry("prototype exact ReLU-MLP diagonal (per layer)",
+    entries = [Entry("ours exact ReLU-MLP diagonal (per layer)",
                      lambda: relu_mlp_hessian_diagonal(prob.model, prob.x, prob.y),
-                     diag_score("not in analysis_lib: proposed in README"))]
+                     diag_score("analysis_lib.hessian.hessian_diagonal"))]
     if tool_version("backpack-for-pytorch"):
         entries.append(Entry("BackPACK DiagHessian (exact, per layer)",
                              lambda: backpack_diag_hessian(prob.model, prob.x, prob.y),
