@@ -24,6 +24,7 @@ import torch
 
 from .config import DataConfig
 from .paths import data_dir
+from .rng import GLOBAL_RNG_LOCK
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,13 @@ def _mnist1d(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     args.train_split = 1.0  # we split ourselves
     args.seed = seed
     # make_dataset seeds numpy's and Python's global RNGs; keep the caller's streams untouched.
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        out = make_dataset(args)
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
+    with GLOBAL_RNG_LOCK:
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            out = make_dataset(args)
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
     return out["x"][:n], out["y"][:n]
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .rng import GLOBAL_RNG_LOCK
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -82,7 +83,7 @@ class CNN1D(nn.Module):
 def build_model(config: ModelConfig, n_features: int, n_classes: int, seed: int) -> nn.Module:
     """Construct the model with weights initialised from ``seed`` (global RNG left untouched)."""
     cls = {"mlp": MLP, "cnn": CNN1D}[config.kind]
-    with torch.random.fork_rng(devices=[]):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return cls(n_features, n_classes, config)
 

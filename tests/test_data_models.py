@@ -58,3 +58,19 @@ def test_init_is_seeded_and_residual_changes_the_function():
     assert torch.equal(a(x), b(x))
     assert not torch.equal(a(x), r(x))  # same weights (same seed), different wiring
     assert not torch.equal(a(x), build_model(ModelConfig(depth=3), 40, 10, seed=2)(x))
+
+
+def test_models_built_concurrently_in_threads_get_their_own_seeds():
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = ModelConfig(kind="mlp", width=64, depth=3)
+    seeds = list(range(16)) * 4
+
+    def first_weight(seed):
+        return build_model(config, 40, 10, seed=seed).fc1.weight.detach().clone()
+
+    expected = {s: first_weight(s) for s in range(16)}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(first_weight, seeds))
+    for seed, weight in zip(seeds, got):
+        assert torch.equal(weight, expected[seed]), seed
