@@ -224,6 +224,15 @@ class GridResult:
                 frames.append(table.assign(**dict(zip(id_cols, row)))[[*id_cols, *table.columns]])
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=id_cols)
 
+    def checkpoints(self, name: str, store_root: str | None = None) -> dict[str, dict]:
+        """The checkpoint ``name`` (e.g. ``"final"``) of every run that stored one, by run id."""
+        store, out = RunStore(store_root), {}
+        for rid in self.runs.loc[self.runs["status"] != "failed", "run_id"].unique():
+            checkpoint = store.load_checkpoint(rid, name)
+            if checkpoint is not None:
+                out[rid] = checkpoint
+        return out
+
 
 def run_grid(configs: Sequence[RunConfig], *, store_root: str | None = None, executor=None,
              progress: bool | None = None, force: bool = False, store_on: str = "auto") -> GridResult:

@@ -1,7 +1,9 @@
 """The run store: one folder per run, keyed by a hash of its config and seed.
 
 Layout: ``<root>/<run_id>/metrics.parquet`` (tidy long table) and ``meta.json`` (config, seed,
-status, package versions, git commit, timings). A run folder is first written under a temporary
+status, package versions, git commit, timings), plus optional extra tables ``<name>.parquet`` in
+their own schemas and checkpoints ``<name>.pt`` (dicts of tensors: model weights, a stored
+trajectory). A run folder is first written under a temporary
 name and then renamed into place, so a run killed mid-write never appears as a run folder at all;
 only runs whose ``meta.json`` says ``finished`` or ``diverged`` count as complete and are reused.
 """
@@ -60,13 +62,21 @@ class RunStore:
         path = self.path(rid) / f"{name}.parquet"
         return pd.read_parquet(path) if path.exists() else None
 
+    def load_checkpoint(self, rid: str, name: str) -> dict | None:
+        """A checkpoint of the run (a dict of tensors on CPU), or None when it has none by that name."""
+        import torch
+
+        path = self.path(rid) / f"{name}.pt"
+        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
     def save(self, rid: str, metrics: pd.DataFrame, meta: dict,
-             tables: dict[str, pd.DataFrame] | None = None) -> Path:
+             tables: dict[str, pd.DataFrame | dict] | None = None) -> Path:
         """Write the run atomically: build it in a temporary folder, then rename it into place.
 
-        ``tables`` are extra tidy tables in their own schemas (e.g. ``spectrum``), written as
-        ``<name>.parquet`` beside ``metrics.parquet``. A previous folder for the same run (a
-        failed attempt) is replaced.
+        ``tables`` are extra outputs beside ``metrics.parquet``: a DataFrame (a tidy table in its
+        own schema, e.g. ``spectrum``) is written as ``<name>.parquet``; a dict of tensors (a
+        checkpoint, e.g. ``final`` weights) as ``<name>.pt``. A previous folder for the same run
+        (a failed attempt) is replaced.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{rid}-{uuid.uuid4().hex[:8]}"
@@ -75,7 +85,15 @@ class RunStore:
             for name, table in (tables or {}).items():
                 if name == "metrics" or not name.isidentifier():
                     raise ValueError(f"invalid table name {name!r}: an identifier other than 'metrics'")
-                table.to_parquet(tmp / f"{name}.parquet", index=False)
+                if isinstance(table, pd.DataFrame):
+                    table.to_parquet(tmp / f"{name}.parquet", index=False)
+                elif isinstance(table, dict):
+                    import torch
+
+                    torch.save(table, tmp / f"{name}.pt")
+                else:
+                    raise TypeError(f"table {name!r} must be a DataFrame or a dict of tensors, "
+                                    f"not {type(table).__name__}")
             metrics.to_parquet(tmp / "metrics.parquet", index=False)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
             final = self.path(rid)

@@ -99,3 +99,21 @@ def test_clear(tiny_config, store_root):
     ensure_run(tiny_config, store_root)
     assert RunStore(store_root).clear() == 1
     assert RunStore(store_root).run_ids() == []
+
+
+def test_checkpoints_and_tables_round_trip(store_root):
+    import torch
+
+    store = RunStore(store_root)
+    weights = {"fc1.weight": torch.randn(3, 4, dtype=torch.float64), "steps": torch.arange(5)}
+    table = pd.DataFrame({"alpha": [0.0, 1.0], "value": [2.0, 3.0]})
+    metrics = pd.DataFrame({"step": [0], "layer": ["model"], "metric": ["m"], "value": [1.0]})
+    store.save("abc", metrics, {"status": "finished"}, {"final": weights, "surface": table})
+    loaded = store.load_checkpoint("abc", "final")
+    assert loaded.keys() == weights.keys()
+    assert all(torch.equal(loaded[k], weights[k]) for k in weights)
+    pd.testing.assert_frame_equal(store.load_table("abc", "surface"), table)
+    assert store.load_checkpoint("abc", "missing") is None
+    with pytest.raises(TypeError, match="'bad'"):
+        store.save("abd", metrics, {"status": "finished"}, {"bad": [1, 2]})
+    assert not store.path("abd").exists()
