@@ -23,7 +23,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 PROBES = ("eval", "grad_norm", "weight_norm", "update_ratio", "rotation", "dist_init",
-          "sharpness", "hessian_trace", "grad_overlap", "spectrum")
+          "sharpness", "hessian_trace", "grad_overlap", "spectrum", "weights")
 DEFAULT_PROBES = PROBES[:6]  # the curvature probes cost Hessian-vector products: opt in
 SCHEDULES = ("every", "log")
 
@@ -122,6 +122,11 @@ class TrainConfig:
     warmup_steps: int = 0  # linear lr warm-up from lr/warmup_steps to lr
     device: str = "cpu"
     dtype: str = "float32"
+    # A one-off perturbation of the weights after ``perturb_step`` updates (0 = at init): Gaussian
+    # noise from ``perturb_seed``, scaled to ``perturb_scale`` × ‖θ‖ over the whole model; 0 = none.
+    perturb_step: int = 0
+    perturb_scale: float = 0.0
+    perturb_seed: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
@@ -133,6 +138,12 @@ class TrainConfig:
         _check_int("train.warmup_steps", self.warmup_steps, 0)
         _check_choice("train.device", self.device, DEVICES)
         _check_choice("train.dtype", self.dtype, DTYPES)
+        _check_int("train.perturb_step", self.perturb_step, 0)
+        _check_number("train.perturb_scale", self.perturb_scale, lo=0.0)
+        _check_int("train.perturb_seed", self.perturb_seed, 0)
+        if self.perturb_step > self.steps:
+            _fail("train.perturb_step", self.perturb_step,
+                  f"must be <= train.steps (= {self.steps}), the number of updates")
         if self.device == "cuda":
             import torch
 
@@ -150,6 +161,10 @@ class ProbeConfig:
     ``grad_overlap`` (‖V_kᵀg‖²/‖g‖² of the full-batch gradient with the top-k eigenvectors, and the
     overlap of consecutive top-k subspaces) and ``spectrum`` (the full spectrum at the first and
     last step: exact up to ``exact_max_dim`` parameters, SLQ beyond; stored as a separate table).
+    ``weights`` stores the flattened weights at every probe step as the checkpoint ``trajectory``
+    (``steps`` (S,), ``weights`` (S, P) float32, in ``named_parameters`` order) and the final
+    weights as the checkpoint ``final`` (a state dict), for landscapes, interpolation and
+    trajectory PCA; it costs S × P × 4 bytes of disk per run.
     ``schedule="every"`` probes at steps 0, every, 2*every, ... ; ``"log"`` probes at ``points``
     log-spaced steps. The final step is always probed.
     """

@@ -119,8 +119,11 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> TrainResult:
     names = set(config.probes.names)
     schedule = set(P.probe_steps(config.probes, tc.steps))
     params = dict(model.named_parameters())
+    if tc.perturb_scale and tc.perturb_step == 0:
+        perturb_weights(params, tc.perturb_scale, tc.perturb_seed)
     initial = {k: v.detach().clone() for k, v in params.items()}
     rec = _Recorder()
+    trajectory: list[tuple[int, torch.Tensor]] = []  # the "weights" probe
     # Data order has its own stream, derived from the seed but distinct from the init stream.
     order = batches(len(data.y_train), tc.batch_size, 1_000_003 * config.seed + 17, device)
     t0, probe_seconds = time.perf_counter(), 0.0
@@ -130,6 +133,8 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> TrainResult:
     def snapshot(step: int) -> float:
         start = time.perf_counter()
         _probe_state(step, model, params, initial, data, names, rec)
+        if "weights" in names:
+            trajectory.append((step, torch.cat([v.detach().reshape(-1) for v in params.values()]).float().cpu()))
         if names & {"sharpness", "hessian_trace", "grad_overlap", "spectrum"}:
             _probe_curvature(step, model, data, config.probes, curvature, rec, final=step == tc.steps)
         return time.perf_counter() - start
@@ -154,6 +159,8 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> TrainResult:
             before = _probe_gradients(step, params, names, rec)
             probe_seconds += time.perf_counter() - start
         opt.step()
+        if tc.perturb_scale and step == tc.perturb_step:
+            perturb_weights(params, tc.perturb_scale, tc.perturb_seed)
         if probing:
             start = time.perf_counter()
             if "update_ratio" in names:
@@ -162,7 +169,23 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> TrainResult:
     total = time.perf_counter() - t0
     timings = {"train_seconds": total - probe_seconds, "probe_seconds": probe_seconds}
     tables = {"spectrum": pd.concat(curvature["spectrum"], ignore_index=True)} if curvature.get("spectrum") else {}
+    if "weights" in names:
+        tables["trajectory"] = {"steps": torch.tensor([t for t, _ in trajectory]),
+                                "weights": torch.stack([w for _, w in trajectory])}
+        tables["final"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return TrainResult(rec.frame(), status, diverged_step, timings, tables)
+
+
+@torch.no_grad()
+def perturb_weights(params: dict[str, torch.Tensor], scale: float, seed: int) -> None:
+    """Add Gaussian noise from ``seed`` to every parameter in place, rescaled so that the whole
+    perturbation has L2 norm ``scale`` × ‖θ‖ (the butterfly-effect twins of claim 10)."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = [torch.randn(v.shape, generator=gen, dtype=torch.float64) for v in params.values()]
+    theta_norm = torch.sqrt(sum(v.double().pow(2).sum().cpu() for v in params.values()))
+    factor = scale * theta_norm / torch.sqrt(sum(n.pow(2).sum() for n in noise))
+    for v, n in zip(params.values(), noise):
+        v.add_((n * factor).to(v.device, v.dtype))
 
 
 def _probe_gradients(step, params, names, rec) -> dict | None:

@@ -100,3 +100,35 @@ def test_sharpness_probe_matches_the_dense_hessian(tiny_config):
     assert metrics[(0, "lambda_max_converged")] == 1.0
     trace, se = metrics[(0, "hessian_trace")], metrics[(0, "hessian_trace_se")]
     assert abs(trace - torch.trace(H).item()) < 4 * se + 1e-9
+
+
+def test_weights_probe_stores_the_trajectory_and_final_weights(tiny_config, store_root):
+    config = with_overrides(tiny_config, {"probes.names": ["weights"]})
+    result = train(config)
+    traj, final = result.tables["trajectory"], result.tables["final"]
+    assert traj["steps"].tolist() == [0, 3, 6, 9, 12]
+    assert traj["weights"].shape == (5, sum(v.numel() for k, v in final.items()))
+    flat_final = torch.cat([v.reshape(-1) for v in final.values()])
+    assert torch.equal(traj["weights"][-1], flat_final)
+    ensure_run(config, store_root)
+    stored = RunStore(store_root).load_checkpoint(run_id(config), "trajectory")
+    assert torch.equal(stored["weights"], traj["weights"])
+
+
+def test_perturbation_has_the_requested_relative_size_and_changes_only_the_twin(tiny_config):
+    base = with_overrides(tiny_config, {"probes.names": ["weights"]})
+    twin = with_overrides(base, {"train.perturb_scale": 1e-3, "train.perturb_seed": 5})
+    a, b = train(base).tables["trajectory"]["weights"], train(twin).tables["trajectory"]["weights"]
+    rel = ((a[0].double() - b[0].double()).norm() / a[0].double().norm()).item()
+    assert rel == pytest.approx(1e-3, rel=1e-4)
+    late = with_overrides(twin, {"train.perturb_step": 6})
+    c = train(late).tables["trajectory"]["weights"]
+    assert torch.equal(a[:2], c[:2])  # steps 0, 3: identical until the perturbation
+    assert not torch.equal(a[2], c[2])  # step 6 is probed after the perturbation
+
+
+def test_perturbation_step_beyond_training_is_rejected(tiny_config):
+    from analysis_lib.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.perturb_step=99"):
+        with_overrides(tiny_config, {"train.perturb_step": 99})
