@@ -30,6 +30,10 @@ class EigenResult:
 
     ``eigenvalues`` (k,), ``eigenvectors`` (dim, k) float64; ``residuals`` (k,) are the Ritz
     residual norms ‖H y − θ y‖ estimated as β_j |s_{j,i}|; ``n_matvecs`` products were used.
+    The estimate is exact in exact arithmetic but keeps falling after convergence while the true
+    residual stops at the rounding error of ``matvec`` itself (about 1e-8 relative for a float32
+    model's Hessian-vector products): read a residual far below that as "at working precision",
+    not as an error bound.
     """
 
     eigenvalues: torch.Tensor
