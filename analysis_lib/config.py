@@ -4,7 +4,8 @@ A run is fully described by a :class:`RunConfig` (data, model, training, probes,
 config validates itself on construction, so a bad parameter stops a study before any training
 with one message naming the parameter, the value given and what is allowed.
 
-``config_from_dict`` builds a ``RunConfig`` from nested plain dicts (YAML, papermill parameters);
+``config_from_dict`` builds a ``RunConfig`` (or another run-config class of the same shape, such as
+:class:`analysis_lib.lm_config.LMRunConfig`) from nested plain dicts (YAML, papermill parameters);
 ``with_overrides`` applies dotted-key overrides such as ``{"train.lr": 0.1}`` (what run grids use).
 """
 
@@ -23,7 +24,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 PROBES = ("eval", "grad_norm", "weight_norm", "update_ratio", "rotation", "dist_init",
-          "sharpness", "hessian_trace", "grad_overlap", "spectrum", "weights")
+          "sharpness", "hessian_trace", "grad_overlap", "spectrum", "weights", "grad_noise")
 DEFAULT_PROBES = PROBES[:6]  # the curvature probes cost Hessian-vector products: opt in
 SCHEDULES = ("every", "log")
 
@@ -165,6 +166,8 @@ class ProbeConfig:
     (``steps`` (S,), ``weights`` (S, P) float32, in ``named_parameters`` order) and the final
     weights as the checkpoint ``final`` (a state dict), for landscapes, interpolation and
     trajectory PCA; it costs S × P × 4 bytes of disk per run.
+    ``grad_noise`` records per-layer gradient noise of the probe step's mini-batch (tr Σ, SNR,
+    noise scale from per-sample gradient norms; see :mod:`analysis_lib.gradnoise`).
     ``schedule="every"`` probes at steps 0, every, 2*every, ... ; ``"log"`` probes at ``points``
     log-spaced steps. The final step is always probed.
     """
@@ -224,48 +227,61 @@ class RunConfig:
         return out
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "probes": ProbeConfig}
+def _sections(cls: type) -> dict[str, Any]:
+    """Section name -> default section of a run-config class (its dataclass-valued fields)."""
+    default = cls()
+    return {f.name: getattr(default, f.name) for f in dataclasses.fields(cls)
+            if dataclasses.is_dataclass(getattr(default, f.name))}
 
 
-def config_from_dict(spec: Mapping[str, Any]) -> RunConfig:
-    """Build a RunConfig from nested dicts, rejecting unknown sections and keys by name."""
+def config_from_dict(spec: Mapping[str, Any], cls: type = RunConfig):
+    """Build a run config from nested dicts, rejecting unknown sections and keys by name.
+
+    Args:
+        spec: ``{"section": {"parameter": value}, "seed": 0}``.
+        cls: the run-config class: ``RunConfig``, or another with the same shape (sections,
+            ``seed``, ``conditions``), e.g. :class:`analysis_lib.lm_config.LMRunConfig`.
+            Parameters a section leaves out take that class's defaults.
+    """
+    sections = _sections(cls)
     kwargs: dict[str, Any] = {}
     for key, value in spec.items():
-        if key in _SECTIONS:
+        if key in sections:
             if not isinstance(value, Mapping):
                 _fail(key, value, "must be a mapping of parameters")
-            kwargs[key] = _section(key, value)
+            kwargs[key] = _section(key, value, sections[key])
         elif key in ("seed", "conditions"):
             kwargs[key] = value
         else:
-            _fail(key, value, f"unknown section; allowed: {', '.join([*_SECTIONS, 'seed'])}")
-    return RunConfig(**kwargs)
+            _fail(key, value, f"unknown section; allowed: {', '.join([*sections, 'seed'])}")
+    return cls(**kwargs)
 
 
-def _section(name: str, values: Mapping[str, Any]):
-    cls = _SECTIONS[name]
-    known = {f.name for f in dataclasses.fields(cls)}
+def _section(name: str, values: Mapping[str, Any], default):
+    known = {f.name for f in dataclasses.fields(default)}
     for key in values:
         if key not in known:
             _fail(f"{name}.{key}", values[key], f"unknown parameter; allowed: {', '.join(sorted(known))}")
-    return cls(**values)
+    return dataclasses.replace(default, **values)
 
 
-def with_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
-    """Return ``config`` with dotted-key overrides applied, e.g. ``{"train.lr": 0.1, "seed": 3}``."""
-    spec = {k: dataclasses.asdict(getattr(config, k)) for k in _SECTIONS}
+def with_overrides(config, overrides: Mapping[str, Any]):
+    """Return ``config`` (of any run-config class) with dotted-key overrides applied, e.g.
+    ``{"train.lr": 0.1, "seed": 3}``."""
+    sections = _sections(type(config))
+    spec = {k: dataclasses.asdict(getattr(config, k)) for k in sections}
     spec["seed"] = config.seed
     spec["conditions"] = dict(config.conditions)
     for key, value in overrides.items():
         section, _, name = key.partition(".")
         if not name and section == "seed":
             spec["seed"] = value
-        elif section in _SECTIONS and name:
+        elif section in sections and name:
             spec[section][name] = value
         else:
             _fail(key, value, f"override keys look like 'section.parameter' with a section in "
-                              f"{', '.join(_SECTIONS)}, or 'seed'")
-    return config_from_dict(spec)
+                              f"{', '.join(sections)}, or 'seed'")
+    return config_from_dict(spec, type(config))
 
 
 def check_subset(name: str, values: Any, allowed: Mapping | tuple | list) -> None:

@@ -24,6 +24,7 @@ from .config import ConfigError, RunConfig, config_from_dict, with_overrides
 from .executors import as_completed, local_executor, shared_store_marker  # noqa: F401 (re-export)
 from .progress import progress_bar
 from .runstore import COMPLETE, RunStore, run_id
+from .lm import LMRunConfig, train_lm
 from .training import train
 
 # Short column names for common grid keys; others use their last dotted component.
@@ -39,13 +40,13 @@ def condition_name(key: str) -> str:
     return _SHORT_NAMES.get(key, key.rsplit(".", 1)[-1])
 
 
-def expand_grid(base: RunConfig | Mapping[str, Any],
+def expand_grid(base: RunConfig | LMRunConfig | Mapping[str, Any],
                 conditions: Mapping[str, Sequence] | Sequence[Mapping[str, Sequence]],
                 seeds: Sequence[int]) -> list[RunConfig]:
     """All combinations of condition values × seeds, as labelled RunConfigs.
 
     Args:
-        base: the shared config (a RunConfig or nested dict as in YAML).
+        base: the shared config (a RunConfig, an LMRunConfig, or a RunConfig's nested dict as in YAML).
         conditions: ``{"train.optimizer": ["sgd", "adam"], ...}``; or a list of such dicts whose
             products are concatenated (like scikit-learn's ParameterGrid), for arms that vary
             different things; or a dict of named arms ``{"main": {...}, "sweep": {...}}``, which
@@ -57,7 +58,7 @@ def expand_grid(base: RunConfig | Mapping[str, Any],
     Returns:
         Configs ordered by arm, then condition combination, then seed.
     """
-    base = base if isinstance(base, RunConfig) else config_from_dict(base)
+    base = config_from_dict(base) if isinstance(base, Mapping) else base
     named = isinstance(conditions, Mapping) and bool(conditions) and all(
         isinstance(v, Mapping) for v in conditions.values())
     if named:
@@ -147,7 +148,7 @@ def compute_run(config: RunConfig) -> tuple[pd.DataFrame, dict, dict]:
             "threads": int(os.environ.get("ANALYSIS_LIB_THREADS", "1"))}
     try:
         with torch_threads(int(os.environ.get("ANALYSIS_LIB_THREADS", "1"))):
-            result = train(config)
+            result = train_lm(config) if isinstance(config, LMRunConfig) else train(config)
         metrics, timings, tables = result.metrics, result.timings, result.tables
         meta.update(status=result.status, diverged_step=result.diverged_step, error=None)
     except Exception:  # a failed run is data for the grid, not a crash of the study
