@@ -1,9 +1,9 @@
 """The training loop with per-layer probes and divergence detection.
 
 Step convention: "step t" is the state after t optimiser updates. Probes at step t read θ(t);
-``grad_norm`` and ``update_ratio`` at step t refer to update t (the gradient computed at θ(t−1)
-and the move θ(t−1) → θ(t)); at step 0 only weights and evaluation exist. ``batch_loss`` is the
-mini-batch loss of every update, recorded at the step it produced.
+``grad_norm``, ``grad_noise`` and ``update_ratio`` at step t refer to update t (the gradient
+computed at θ(t−1) and the move θ(t−1) → θ(t)); at step 0 only weights and evaluation exist.
+``batch_loss`` is the mini-batch loss of every update, recorded at the step it produced.
 
 Probes never perturb training: they read tensors under ``no_grad``, evaluate in ``eval()`` mode
 (BatchNorm running statistics untouched) and draw no random numbers, so a run with and without
@@ -12,6 +12,7 @@ probes from the same seed has identical loss curves (``tests/test_training.py`` 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -25,6 +26,7 @@ from torch import nn
 from . import probes as P
 from .config import ProbeConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
+from .gradnoise import GradientNoiseProbe
 from .hessian import HessianOperator
 from .lanczos import top_eigenpairs
 from .models import build_model
@@ -146,17 +148,23 @@ def train(config: RunConfig, dataset: Dataset | None = None) -> TrainResult:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-        loss_value = loss.item()
-        rec.add(step, "model", "batch_loss", loss_value)
-        if not math.isfinite(loss_value):
-            status, diverged_step = "diverged", step
-            break
-        loss.backward()
         probing = step in schedule
+        # The grad_noise hooks are attached only for a probe step's forward/backward pass.
+        noise = GradientNoiseProbe(model) if probing and "grad_noise" in names else None
+        with noise if noise is not None else contextlib.nullcontext():
+            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            loss_value = loss.item()
+            rec.add(step, "model", "batch_loss", loss_value)
+            if not math.isfinite(loss_value):
+                status, diverged_step = "diverged", step
+                break
+            loss.backward()
         if probing:
             start = time.perf_counter()
             before = _probe_gradients(step, params, names, rec)
+            if noise is not None:
+                for layer, metric, value in noise.statistics():
+                    rec.add(step, layer, metric, value)
             probe_seconds += time.perf_counter() - start
         opt.step()
         if tc.perturb_scale and step == tc.perturb_step:
