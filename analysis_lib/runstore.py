@@ -2,8 +2,9 @@
 
 Layout: ``<root>/<run_id>/metrics.parquet`` (tidy long table) and ``meta.json`` (config, seed,
 status, package versions, git commit, timings), plus optional extra tables ``<name>.parquet`` in
-their own schemas and checkpoints ``<name>.pt`` (dicts of tensors: model weights, a stored
-trajectory). A run folder is first written under a temporary
+their own schemas, checkpoints ``<name>.pt`` (dicts of tensors: model weights, a stored
+trajectory) and tables derived later from a stored run, ``derived/<name>-<hash>.parquet`` (see
+:meth:`RunStore.ensure_derived`). A run folder is first written under a temporary
 name and then renamed into place, so a run killed mid-write never appears as a run folder at all;
 only runs whose ``meta.json`` says ``finished`` or ``diverged`` count as complete and are reused.
 """
@@ -16,6 +17,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -106,6 +108,44 @@ class RunStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return final
+
+    def derived_path(self, rid: str, name: str, params: dict) -> Path:
+        """Where :meth:`ensure_derived` keeps the table ``name`` computed from run ``rid`` with ``params``."""
+        if not name.isidentifier():
+            raise ValueError(f"invalid derived table name {name!r}: must be an identifier")
+        blob = json.dumps(params, sort_keys=True, default=str)
+        return self.path(rid) / "derived" / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.parquet"
+
+    def ensure_derived(self, rid: str, name: str, params: dict, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        """A table derived from a stored run (e.g. statistics of its checkpoints), computed once.
+
+        Kept as ``<run>/derived/<name>-<hash of params>.parquet``: the same ``params`` (put a version
+        of the analysis code in them) read the stored table; other params compute another one.
+        The file is written to a temporary name and renamed, so a reader never sees half a table;
+        two processes computing the same table concurrently both write a complete file.
+
+        Args:
+            rid: a stored run. name: an identifier. params: JSON-serialisable, keyed by name.
+            compute: called without arguments when the table is not stored yet.
+
+        Returns:
+            The stored or newly computed table.
+        """
+        path = self.derived_path(rid, name, params)
+        if path.exists():
+            return pd.read_parquet(path)
+        if not self.path(rid).is_dir():
+            raise FileNotFoundError(f"no stored run {rid!r} under {self.root} to derive {name!r} from")
+        table = compute()
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            table.to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return table
 
     def run_ids(self) -> list[str]:
         """Ids of every run folder (complete or not); temporary folders are skipped."""

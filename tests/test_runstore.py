@@ -117,3 +117,38 @@ def test_checkpoints_and_tables_round_trip(store_root):
     with pytest.raises(TypeError, match="'bad'"):
         store.save("abd", metrics, {"status": "finished"}, {"bad": [1, 2]})
     assert not store.path("abd").exists()
+
+
+def test_derived_tables_are_computed_once_per_params_and_never_read_half_written(store_root, monkeypatch):
+    store = RunStore(store_root)
+    metrics = pd.DataFrame({"step": [0], "layer": ["model"], "metric": ["m"], "value": [1.0]})
+    store.save("abc", metrics, {"status": "finished"})
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return pd.DataFrame({"example": [0, 1], "value": [value, 2 * value]})
+
+    first = store.ensure_derived("abc", "stats", {"n": 2, "version": 1}, lambda: compute(1.0))
+    again = store.ensure_derived("abc", "stats", {"version": 1, "n": 2}, lambda: pytest.fail("recomputed"))
+    pd.testing.assert_frame_equal(first, again)
+    other = store.ensure_derived("abc", "stats", {"n": 3, "version": 1}, lambda: compute(5.0))
+    assert calls == [1.0, 5.0] and other["value"].tolist() == [5.0, 10.0]
+    assert store.derived_path("abc", "stats", {"n": 2, "version": 1}).parent == store.path("abc") / "derived"
+    assert store.run_ids() == ["abc"]
+
+    def dying(self, path, **kw):  # the write fails half-way: nothing may be left that reads as the table
+        open(path, "wb").write(b"PAR1 half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", dying)
+    with pytest.raises(OSError, match="disk full"):
+        store.ensure_derived("abc", "stats", {"n": 4}, lambda: compute(7.0))
+    monkeypatch.undo()
+    assert not store.derived_path("abc", "stats", {"n": 4}).exists()
+    kept = {store.derived_path("abc", "stats", p).name for p in ({"n": 2, "version": 1}, {"n": 3, "version": 1})}
+    assert {p.name for p in (store.path("abc") / "derived").iterdir()} == kept  # no temporary file left
+    with pytest.raises(FileNotFoundError, match="no stored run"):
+        store.ensure_derived("missing", "stats", {}, lambda: compute(1.0))
+    with pytest.raises(ValueError, match="identifier"):
+        store.derived_path("abc", "bad/name", {})

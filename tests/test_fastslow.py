@@ -1,0 +1,224 @@
+"""The fast-vs-slow-thinking analysis: derived token sums, caching, AUROC, effect sizes, contrasts, verdicts."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from analysis_lib import fastslow as F
+from analysis_lib import fastslow_stats as S
+from analysis_lib.config import ConfigError, config_from_dict, with_overrides
+from analysis_lib.effects import bootstrap_ci, cohens_dz
+from analysis_lib.fastslow_verdicts import fastslow_verdicts
+from analysis_lib.grid import expand_grid, run_grid
+from analysis_lib.lm import LMRunConfig, build_lm
+from analysis_lib.runstore import run_id
+from analysis_lib.verdicts import verdict_table
+
+TINY = {"task": {"n_digits": 2, "n_train": 60, "n_test": 12},
+        "model": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_mlp": 24},
+        "train": {"steps": 8, "batch_size": 16, "warmup_steps": 2, "lr": 0.01},
+        "finetune": {"steps": 4}, "probes": {"names": ["eval"], "every": 4, "eval_problems": 6}}
+
+
+@pytest.fixture
+def tiny():
+    return config_from_dict(TINY, LMRunConfig)
+
+
+def test_token_summed_statistics_equal_a_direct_computation(tiny):
+    model = build_lm(with_overrides(tiny, {"train.dtype": "float64"}))
+    problems = F.held_out_problems(tiny, 5)
+    mean = F.model_spectra(model, problems, "mean")
+    derived = F.with_token_sums(mean, F.loss_token_counts(problems))
+    direct = F.model_spectra(model, problems, "sum")
+    keys = ["condition", "example", "layer", "projection", "statistic"]
+    got = derived[derived["reduction"] == "sum"].set_index(keys)["value"].sort_index()
+    want = direct.set_index(keys)["value"].sort_index()
+    assert len(got) == len(want) == 5 * len(F.CONDITIONS) * 2 * 6 * 5
+    np.testing.assert_allclose(got.to_numpy(), want.loc[got.index].to_numpy(), rtol=1e-9)
+    # The scaling is not trivial: summed norms differ from averaged ones by the token count.
+    nuclear = (mean["statistic"] == "nuclear_norm") & (mean["condition"] == "slow")
+    ratio = want.loc[("slow", 0, "blocks.0", "q", "nuclear_norm")] / mean[nuclear].iloc[0]["value"]
+    assert ratio == pytest.approx(9 * 2 + 2 + 2)
+
+
+def test_conditions_differ_only_where_they_should(tiny):
+    problems = F.held_out_problems(tiny, 4)
+    counts = F.loss_token_counts(problems).groupby("condition")["n_tokens"].unique()
+    assert counts["fast"].tolist() == [4] and counts["answer_only"].tolist() == [4]
+    assert all(counts[c].tolist() == [22] for c in ("slow", "irrelevant", "subtle", "corrupted"))
+    slow, answer = F.condition_batch(problems, "slow"), F.condition_batch(problems, "answer_only")
+    assert torch.equal(slow.tokens, answer.tokens) and torch.equal(answer.mask, slow.answer_mask)
+    subtle = F.condition_batch(problems, "subtle")
+    assert ((subtle.targets != slow.targets).sum(dim=1) == 1).all()  # one wrong digit per problem
+    with pytest.raises(ValueError, match="unknown condition"):
+        F.condition_batch(problems, "medium")
+
+
+@pytest.mark.parametrize("name, value", [("n_problems", 1), ("n_problems", 13), ("statistic", "trace"),
+                                         ("learned", 1.5), ("n_boot", 0)])
+def test_bad_study_parameters_are_refused_by_name(tiny, name, value):
+    good = {"n_problems": 12, "statistic": "nuclear_norm", "learned": 0.9, "n_boot": 10}
+    with pytest.raises(ConfigError, match=f"invalid parameter {name}="):
+        F.check_study_parameters(tiny, **{**good, name: value})
+    with pytest.raises(ConfigError, match="probes.names"):
+        F.check_study_parameters(with_overrides(tiny, {"probes.names": []}), **good)
+
+
+class _RecordingExecutor:
+    """Runs each task at once in this process and records what was submitted."""
+
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, fn, *args):
+        self.submitted.append(args[0].seed)
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args))
+        return future
+
+
+def test_spectra_are_computed_once_per_run_through_the_executor_then_read_from_the_store(tiny, store_root):
+    configs = expand_grid(tiny, {}, [0, 1])
+    result = run_grid(configs, store_root=store_root, progress=False)
+    executor = _RecordingExecutor()
+    first = F.spectra_table(configs, result, 4, executor=executor, store_root=store_root)
+    assert sorted(executor.submitted) == [0, 1]
+    assert list(first.columns) == F.SPECTRA_COLUMNS
+    assert set(first["checkpoint"]) == set(F.CHECKPOINTS) and set(first["reduction"]) == {"mean", "sum"}
+    assert len(first) == 2 * 3 * len(F.CONDITIONS) * 2 * 4 * 2 * 6 * 5  # runs ckpts conds reductions ...
+    cached = F.spectra_table(configs, result, 4, executor=_FailingExecutor(), store_root=store_root)
+    pd.testing.assert_frame_equal(first, cached)
+    in_process = F.spectra_table(configs, result, 3, store_root=store_root)  # other params: computed here
+    assert in_process["example"].max() == 2
+    # The base checkpoint is the stored one: its spectra differ from init's.
+    nuc = first[(first["statistic"] == "nuclear_norm") & (first["reduction"] == "mean")]
+    assert not np.allclose(nuc[nuc["checkpoint"] == "init"]["value"], nuc[nuc["checkpoint"] == "base"]["value"])
+
+
+class _FailingExecutor:
+    def submit(self, *args):
+        pytest.fail("a cached table was recomputed")
+
+
+def test_auroc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    for n0, n1 in ((5, 7), (30, 30)):
+        neg, pos = rng.integers(0, 6, n0).astype(float), rng.integers(2, 8, n1).astype(float)  # many ties
+        labels, scores = np.r_[np.zeros(n0), np.ones(n1)], np.r_[neg, pos]
+        assert S.auroc(neg, pos) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    batch = rng.normal(size=(4, 2, 9))  # vectorised over leading axes
+    np.testing.assert_allclose(S.auroc(batch[:, 0], batch[:, 1]),
+                               [roc_auc_score(np.r_[np.zeros(9), np.ones(9)], np.r_[b[0], b[1]]) for b in batch])
+    assert S.auroc([0.0, 1.0], [2.0, 3.0]) == 1.0 and S.auroc([2.0, 3.0], [0.0, 1.0]) == 0.0
+
+
+def test_two_level_bootstrap_reduces_to_the_ordinary_bootstrap_for_one_seed():
+    x = np.random.default_rng(1).normal(size=(25, 1))
+    est, low, high, per_group = S.hierarchical_bootstrap([x], lambda a: a.mean(axis=-2), n_boot=500, seed=3)
+    assert (low[0], high[0]) == pytest.approx(bootstrap_ci(x[:, 0], np.mean, n_boot=500, seed=3), abs=1e-12)
+    assert est[0] == pytest.approx(x.mean())
+    groups = [x + 5.0, x - 5.0]  # seeds disagree: the interval must cover the spread between them
+    est, low, high, per_group = S.hierarchical_bootstrap(groups, lambda a: a.mean(axis=-2), n_boot=500, seed=3)
+    assert est[0] == pytest.approx(x.mean()) and per_group[:, 0] == pytest.approx([x.mean() + 5, x.mean() - 5])
+    assert low[0] < x.mean() - 4 and high[0] > x.mean() + 4
+
+
+def test_paired_dz_matches_cohens_dz():
+    d = np.random.default_rng(2).normal(0.3, 1.0, size=(40, 2))
+    np.testing.assert_allclose(S.paired_dz(d), [cohens_dz(d[:, 0]), cohens_dz(d[:, 1])])
+
+
+def _means(ratio: float, seeds=(0, 1, 2), noise: float = 0.05) -> pd.DataFrame:
+    """Hand-made seed means: fast = ratio × slow in every matrix, slow profile 1, 2, 4 over layers."""
+    rng, rows = np.random.default_rng(4), []
+    for seed in seeds:
+        for ck in ("init", "base", "tuned"):
+            for layer, level in zip(("blocks.0", "blocks.1", "blocks.2"), (1.0, 2.0, 4.0)):
+                for proj in ("q", "up"):
+                    slow = level * math.exp(rng.normal(0, noise))
+                    for cond, value in (("slow", slow), ("fast", ratio * slow), ("answer_only", slow)):
+                        rows.append({"run_id": f"r{seed}", "seed": seed, "checkpoint": ck, "condition": cond,
+                                     "reduction": "mean", "layer": layer, "projection": proj,
+                                     "statistic": "nuclear_norm", "value": value})
+    return pd.DataFrame(rows)
+
+
+def test_spread_is_the_mad_of_each_seeds_mean_profile():
+    means = _means(3.0, seeds=(0,), noise=0.0)
+    spread = S.spread_table(means)
+    one = spread[(spread["checkpoint"] == "base") & (spread["condition"] == "slow") & (spread["projection"] == "q")
+                 & (spread["segment"] == "all")].set_index("measure")["value"]
+    assert one["mad"] == pytest.approx((1 + 2) / 2) and one["relative_mad"] == pytest.approx(1.5 / (7 / 3))
+    fast = spread[(spread["condition"] == "fast") & (spread["segment"] == "all") & (spread["measure"] == "mad")]
+    assert fast["value"].to_numpy() == pytest.approx(4.5)  # 3 × the slow MAD: a difference of scale only
+
+
+def test_summary_contrasts_are_mean_log_ratios_and_the_verdict_reads_them():
+    means = _means(2.0)
+    spreads = S.spread_table(means)
+    summary = S.summary_tests(means, spreads, "nuclear_norm", n_boot=200)
+    row = S.find(summary, "mean log nuclear_norm", "fast - slow [checkpoint=base, reduction=mean]")
+    assert row["estimate"] == pytest.approx(math.log(2.0)) and row["n"] == 3
+    rel = S.find(summary, "mean log relative_mad", "fast - slow [checkpoint=base, reduction=mean]")
+    assert rel["estimate"] == pytest.approx(0.0, abs=1e-12)  # a pure scale change leaves the relative MAD
+    gap = S.find(summary, "fast - slow mean log nuclear_norm", "tuned - base")
+    assert gap["estimate"] == pytest.approx(0.0, abs=1e-12)
+    matrix = S.matrix_tests(means, "fast", "slow", "nuclear_norm", n_boot=200)
+    assert len(matrix) == 3 * 6 and (matrix["estimate"] > 0).all()
+    no_scores = pd.DataFrame(columns=["run_id", "seed", "checkpoint", "condition", "example", "value"])
+    separation = S.separation_table(no_scores, ["irrelevant"], n_boot=10)
+    quality = S.quality_effects(no_scores, no_scores, n_boot=10)
+    assert separation.empty and quality.empty
+    verdict = verdict_table(fastslow_verdicts(summary, matrix, separation, quality))
+    rows = verdict.set_index("claim")["reproduced"]
+    assert rows.iloc[0] == "yes" and "×2 [2" in verdict["measured"].iloc[0]
+    assert rows.iloc[3] == "yes"  # the ratio is there at init as well: the baseline row says so
+    assert rows.iloc[4] == "inconclusive"  # ... so nothing grows with training
+    assert rows.iloc[6] == "inconclusive"  # relative MAD unchanged
+    assert verdict["measured"].str.contains("no comparable").sum() == 6  # token sums, AUROC and quality rows
+
+
+def test_quality_effects_have_the_sign_and_size_of_the_data():
+    rng, rows = np.random.default_rng(5), []
+    for seed in range(3):
+        for example in range(60):
+            base = rng.normal()
+            for cond, shift in (("slow", 0.0), ("corrupted", 1.0)):
+                rows.append({"run_id": f"r{seed}", "seed": seed, "checkpoint": "base", "condition": cond,
+                             "example": example, "value": base + shift * 0.5 + rng.normal(0, 0.5)})
+    nuclear = pd.DataFrame(rows)
+    erank = nuclear.assign(value=-nuclear["value"] * 3)  # lower rank when corrupted; same separation
+    table = S.quality_effects(nuclear, erank, n_boot=300)
+    by = table.set_index("metric")
+    assert by.loc["d_z nuclear_norm", "estimate"] == pytest.approx(0.5 / math.sqrt(0.5), rel=0.3)
+    assert by.loc["d_z effective_rank", "estimate"] == pytest.approx(-by.loc["d_z nuclear_norm", "estimate"])
+    assert by.loc["erank minus nuclear separation", "estimate"] == pytest.approx(0.0, abs=1e-9)
+    sep = S.separation_table(nuclear, ["corrupted"], n_boot=300)
+    assert sep["ci_low"].iloc[0] > 0.5 and sep["n"].iloc[0] == 3
+
+
+def test_accuracy_flags_models_that_did_not_learn_and_they_are_excluded(tiny):
+    configs = expand_grid(tiny, {}, [0, 1])
+    rows = []
+    for config, (fast_base, fast_tuned) in zip(configs, ((0.95, 0.5), (0.99, 0.97))):
+        rid = run_id(config)
+        for step, fast in ((8, fast_base), (12, fast_tuned)):
+            rows += [{"run_id": rid, "step": step, "metric": "test_acc_fast", "value": fast},
+                     {"run_id": rid, "step": step, "metric": "test_acc_slow", "value": 1.0}]
+    accuracy = F.accuracy_table(pd.DataFrame(rows), configs, 0.9)
+    models = accuracy.drop_duplicates(["seed", "checkpoint"]).set_index(["seed", "checkpoint"])["learned"]
+    assert models.to_dict() == {(0, "base"): True, (0, "tuned"): False, (1, "base"): True, (1, "tuned"): True}
+    spectra = pd.DataFrame([{"run_id": run_id(c), "checkpoint": ck, "value": 1.0}
+                            for c in configs for ck in F.CHECKPOINTS])
+    kept = F.comparable(spectra, accuracy)
+    assert len(kept) == 5 and not ((kept["run_id"] == run_id(configs[0])) & (kept["checkpoint"] == "tuned")).any()
+    note = F.exclusion_note(accuracy, 0.9)
+    assert note.startswith("1 of 4 trained models") and "seed 0 tuned" in note
