@@ -32,6 +32,11 @@ EXPECTED = {
         "tables": ["optimizer_tests", "update_ratio_spread_tests", "rotation_accuracy_correlation",
                    "rotation_accuracy_within_optimizer", "update_ratio_mixed_model"],
     },
+    "02-fast-vs-slow-thinking": {
+        "figures": ["accuracy_over_training", "layer_profiles_mean", "layer_profiles_sum", "spread",
+                    "score_distributions", "separation", "quality_effects"],
+        "tables": ["matrix_tests", "spread_tests", "separation", "quality_effects", "summary_tests"],
+    },
     "03-hessian-spectrum": {
         "figures": ["top_eigenvalues", "spectral_density", "outliers_vs_classes", "gradient_overlap"],
         "tables": ["outliers_classes_correlation", "bulk_width_tests"],
@@ -39,6 +44,15 @@ EXPECTED = {
     "04-edge-of-stability": {
         "figures": ["sharpness_gd", "loss_gd", "hover_ratio", "sharpness_sgd", "trace_sgd", "sharpness_warmup"],
         "tables": ["sgd_tests", "warmup_tests"],
+    },
+    "05-loss-landscape": {
+        "figures": ["slices_batch", "maps_batch", "curvature_batch", "rescaling", "slices_residual", "maps_residual"],
+        "tables": ["batch_tests", "residual_tests"],
+    },
+    "06-run-to-run-variance": {
+        "figures": ["twin_distance", "interpolation_train_loss", "interpolation_test_acc", "barriers",
+                    "correctness_rates", "explained_variance", "trajectory_projections"],
+        "tables": ["perturbation_time_tests", "matching_tests"],
     },
 }
 
