@@ -16,6 +16,7 @@ import seaborn as sns
 
 from .effects import bootstrap_ci
 from .fastslow import CHECKPOINTS, CONDITIONS
+from .transformer import PROJECTIONS
 
 
 def _band(values) -> tuple[float, float]:
@@ -152,5 +153,24 @@ def plot_interval_table(table: pd.DataFrame, *, null: float, xlabel: str) -> plt
         ax.set_title(metric, fontsize=9)
         ax.set_xlabel(xlabel)
     axes[0, 0].invert_yaxis()  # first contrast on top; the axes share y
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradient_noise(profile: pd.DataFrame, *, pretrain_steps: int) -> plt.Figure:
+    """Per-layer gradient SNR over training (from :func:`fastslow_stats.noise_profile`): one panel
+    per projection, one line per block; the dashed line marks the end of pre-training."""
+    projections = _present(profile["projection"], PROJECTIONS)
+    fig, axes = plt.subplots(1, len(projections), figsize=(2.6 * len(projections), 3.0), sharey=True,
+                             squeeze=False)
+    for ax, projection in zip(axes[0], projections):
+        sub = profile[profile["projection"] == projection]
+        sns.lineplot(data=sub, x="step", y="snr", hue="layer", ax=ax, legend=ax is axes[0][-1], lw=1.2)
+        ax.axvline(pretrain_steps, color="0.4", ls="--", lw=1)
+        ax.axhline(0.0, color="0.6", lw=0.8, ls=":")
+        ax.set_title(projection, fontsize=9)
+        ax.set_ylabel("SNR ‖E g‖² / tr Σ")
+    if len(projections):
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=8, title=None)
     fig.tight_layout()
     return fig

@@ -257,3 +257,26 @@ def find(table: pd.DataFrame, metric: str, contrast: str) -> pd.Series | None:
     """The row of a result table with this metric and contrast, or None."""
     hit = table[(table["metric"] == metric) & (table["contrast"] == contrast)]
     return None if hit.empty else hit.iloc[0]
+
+
+def noise_profile(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per-layer gradient signal-to-noise ratio over training from the ``grad_noise`` probe (claim 4).
+
+    One mini-batch's bias-corrected signal ‖ḡ‖² − trΣ/B is noisy and can be negative, so the ratio
+    is taken of means over seeds: SNR = mean(grad_signal) / mean(grad_var_trace) per step and
+    matrix (:mod:`analysis_lib.gradnoise`), and likewise the noise scale trΣ/signal is its inverse.
+
+    Returns:
+        ``step, layer, projection, snr, n`` (n seeds), for every matrix of every block; empty when
+        the runs did not record the probe.
+    """
+    sub = metrics[metrics["metric"].isin(["grad_signal", "grad_var_trace"])
+                  & metrics["layer"].str.startswith("blocks.")]
+    if sub.empty:
+        return pd.DataFrame(columns=["step", "layer", "projection", "snr", "n"])
+    wide = sub.pivot_table(index=["step", "layer", "seed"], columns="metric", values="value").reset_index()
+    out = wide.groupby(["step", "layer"], sort=True).agg(
+        signal=("grad_signal", "mean"), noise=("grad_var_trace", "mean"), n=("seed", "nunique")).reset_index()
+    parts = out["layer"].str.split(".")
+    return pd.DataFrame({"step": out["step"], "layer": parts.str[:2].str.join("."),
+                         "projection": parts.str[-1], "snr": out["signal"] / out["noise"], "n": out["n"]})

@@ -28,7 +28,7 @@ task: dict = {"n_digits": 1, "n_train": 80, "n_test": 20}  # TaskConfig: the add
 model: dict = {"n_layers": 4, "d_model": 16, "n_heads": 2, "d_mlp": 32}  # TransformerConfig
 train: dict = {"steps": 60, "batch_size": 16, "warmup_steps": 5}  # LMTrainConfig: pre-training into the base model
 finetune: dict = {"steps": 20}  # FinetuneConfig: fine-tuning a copy into the tuned model
-probes: dict = {"names": ["eval"], "every": 20, "eval_problems": 20}  # LMProbeConfig; eval records the accuracies
+probes: dict = {"names": ["eval", "grad_noise"], "every": 20, "eval_problems": 20}  # LMProbeConfig; eval records the accuracies, grad_noise the per-layer gradient noise
 n_problems: int = 12  # held-out problems whose per-example gradients are measured
 statistic: str = "nuclear_norm"  # per-matrix statistic of the fast versus slow tests and of the AUROC
 learned: float = 0.0  # a trained model counts only when its greedy accuracy on both formats reaches this
@@ -85,6 +85,15 @@ Markdown(fastslow.exclusion_note(accuracy, learned))
 # %%
 fig = fastslow_plots.plot_accuracy_over_training(result.metrics, pretrain_steps=base.train.steps)
 out.save_figure("accuracy_over_training", fig)
+
+# %% [markdown]
+# **Per-layer gradient signal-to-noise ratio over training** (claim 4; the `grad_noise` probe on each probe step's mini-batch of mixed formats): SNR = ‖E g‖² / tr Σ from per-sample gradients, the ratio of means over seeds; panels are projections, lines are blocks. Look for which layers' gradients are dominated by noise (SNR near 0) as the loss falls, and how fine-tuning changes that. Descriptive only: no claim is tested on it.
+
+# %%
+noise = fastslow_stats.noise_profile(result.metrics)
+out.save_table("gradient_noise", noise)
+fig = fastslow_plots.plot_gradient_noise(noise, pretrain_steps=base.train.steps) if len(noise) else None
+out.save_figure("gradient_noise", fig) if fig is not None else Markdown("The runs did not record the `grad_noise` probe.")
 
 # %% [markdown]
 # Per-seed tables of the comparable models, saved for re-analysis: the mean over problems of every statistic of every matrix (`seed_means.csv`) and the cross-layer spreads (`spreads.csv`), and one score per example for the separation tests.

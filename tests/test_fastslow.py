@@ -222,3 +222,15 @@ def test_accuracy_flags_models_that_did_not_learn_and_they_are_excluded(tiny):
     assert len(kept) == 5 and not ((kept["run_id"] == run_id(configs[0])) & (kept["checkpoint"] == "tuned")).any()
     note = F.exclusion_note(accuracy, 0.9)
     assert note.startswith("1 of 4 trained models") and "seed 0 tuned" in note
+
+
+def test_noise_profile_is_a_ratio_of_means_over_seeds():
+    rows = []
+    for seed, (signal, noise) in enumerate([(1.0, 4.0), (-0.5, 2.0)]):  # one batch's signal may be < 0
+        for metric, value in (("grad_signal", signal), ("grad_var_trace", noise), ("grad_snr", signal / noise)):
+            rows.append({"seed": seed, "step": 10, "layer": "blocks.1.attn.q", "metric": metric, "value": value})
+        rows.append({"seed": seed, "step": 10, "layer": "model", "metric": "grad_signal", "value": 9.0})
+    profile = S.noise_profile(pd.DataFrame(rows))
+    assert profile.to_dict("records") == [
+        {"step": 10, "layer": "blocks.1", "projection": "q", "snr": pytest.approx(0.25 / 3.0), "n": 2}]
+    assert S.noise_profile(pd.DataFrame(rows[:0], columns=["seed", "step", "layer", "metric", "value"])).empty

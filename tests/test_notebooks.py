@@ -34,7 +34,7 @@ EXPECTED = {
     },
     "02-fast-vs-slow-thinking": {
         "figures": ["accuracy_over_training", "layer_profiles_mean", "layer_profiles_sum", "spread",
-                    "score_distributions", "separation", "quality_effects"],
+                    "score_distributions", "separation", "quality_effects", "gradient_noise"],
         "tables": ["matrix_tests", "spread_tests", "separation", "quality_effects", "summary_tests"],
     },
     "03-hessian-spectrum": {
