@@ -184,11 +184,7 @@ class ProbeConfig:
     exact_max_dim: int = 3000  # spectrum: exact (dense) up to this many parameters, else SLQ
 
     def __post_init__(self) -> None:
-        if isinstance(self.names, str) or not isinstance(self.names, (tuple, list)):
-            _fail("probes.names", self.names, f"must be a list drawn from {list(PROBES)}")
-        object.__setattr__(self, "names", tuple(self.names))
-        for name in self.names:
-            _check_choice("probes.names", name, PROBES)
+        _check_probe_names(self, PROBES)
         _check_choice("probes.schedule", self.schedule, SCHEDULES)
         _check_int("probes.every", self.every, 1)
         _check_int("probes.points", self.points, 2)
@@ -216,15 +212,35 @@ class RunConfig:
     conditions: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        _check_int("seed", self.seed, 0)
-        if isinstance(self.conditions, Mapping):
-            object.__setattr__(self, "conditions", tuple(self.conditions.items()))
+        check_run_fields(self)
 
     def identity(self) -> dict:
         """The config as a plain dict without the ``conditions`` labels (hashed into the run id)."""
-        out = dataclasses.asdict(self)
-        out.pop("conditions")
-        return out
+        return run_identity(self)
+
+
+def _check_probe_names(probes, allowed: tuple[str, ...]) -> None:
+    """Validate a probe config's ``names`` against ``allowed`` and store them as a tuple."""
+    if isinstance(probes.names, str) or not isinstance(probes.names, (tuple, list)):
+        _fail("probes.names", probes.names, f"must be a list drawn from {list(allowed)}")
+    object.__setattr__(probes, "names", tuple(probes.names))
+    for name in probes.names:
+        _check_choice("probes.names", name, allowed)
+
+
+def check_run_fields(config) -> None:
+    """Validate the ``seed`` of a run config and store its ``conditions`` as a tuple of pairs."""
+    _check_int("seed", config.seed, 0)
+    if isinstance(config.conditions, Mapping):
+        object.__setattr__(config, "conditions", tuple(config.conditions.items()))
+
+
+def run_identity(config, kind: str | None = None) -> dict:
+    """A run config as a plain dict without its ``conditions`` labels (hashed into the run id);
+    ``kind`` tags run configs of other classes so their ids never collide with a RunConfig's."""
+    out = dataclasses.asdict(config)
+    out.pop("conditions")
+    return out if kind is None else {"kind": kind, **out}
 
 
 def _sections(cls: type) -> dict[str, Any]:

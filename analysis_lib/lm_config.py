@@ -15,11 +15,11 @@ learns both formats on every seed tried, in about 40 CPU-seconds per seed.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from .config import TrainConfig, _check_choice, _check_int, _check_number, _fail
+from .config import (TrainConfig, _check_choice, _check_int, _check_number, _check_probe_names, _fail,
+                     check_run_fields, run_identity)
 
 NORM_PLACEMENTS = ("pre", "post", "peri")
 LM_PROBES = ("eval", "grad_norm", "grad_noise")
@@ -128,11 +128,7 @@ class LMProbeConfig:
     eval_problems: int = 200  # the first n of each split; 0 = all
 
     def __post_init__(self) -> None:
-        if isinstance(self.names, str) or not isinstance(self.names, (tuple, list)):
-            _fail("probes.names", self.names, f"must be a list drawn from {list(LM_PROBES)}")
-        object.__setattr__(self, "names", tuple(self.names))
-        for name in self.names:
-            _check_choice("probes.names", name, LM_PROBES)
+        _check_probe_names(self, LM_PROBES)
         _check_int("probes.every", self.every, 1)
         _check_int("probes.eval_problems", self.eval_problems, 0)
 
@@ -183,15 +179,11 @@ class LMRunConfig:
     conditions: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        _check_int("seed", self.seed, 0)
-        if isinstance(self.conditions, Mapping):
-            object.__setattr__(self, "conditions", tuple(self.conditions.items()))
+        check_run_fields(self)
         if not isinstance(self.train, LMTrainConfig):
             _fail("train", self.train, "must be an LMTrainConfig (a TrainConfig with a learning-rate decay)")
 
     def identity(self) -> dict:
         """The config as a plain dict without ``conditions``, tagged ``kind = "lm"`` so that its
         run id never collides with a :class:`~analysis_lib.config.RunConfig`'s."""
-        out = dataclasses.asdict(self)
-        out.pop("conditions")
-        return {"kind": "lm", **out}
+        return run_identity(self, kind="lm")
