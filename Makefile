@@ -1,5 +1,5 @@
 # Layer-wise training-dynamics studies. `make` (or `make help`) lists the targets.
-#   make test                      run the test suite in .venv (created on first use)
+#   make test                      lint, then run the test suite in .venv (created on first use)
 #   make report PARAMS=smoke       render every study with its smoke parameters
 #   make report STUDY=01-layer-dynamics
 
@@ -14,10 +14,10 @@ STUDY ?=
 PYTEST_ARGS ?=
 
 # Idle OpenMP threads spin instead of sleeping unless told otherwise; on a loaded 2-core machine
-# that made tiny models up to 8x slower (DESIGN.md, "Speed"). Must be set before torch loads.
+# that made tiny models up to 8x slower (docs/architecture.md, "Threads"). Must be set before torch loads.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv browser test browser-check report report-full lab sync clean-cache clean-reports
+.PHONY: help venv browser lint test browser-check report report-full lab sync clean-cache clean-reports
 
 help: ## list the targets
 	@echo "Targets (variables: PARAMS=$(PARAMS), STUDY=..., PYTEST_ARGS=..., PYTHON=$(PYTHON)):"
@@ -45,15 +45,18 @@ browser: ## install Debian's chromium for the browser check (needs root and apt-
 	  --no-install-recommends chromium fonts-dejavu-core >/dev/null \
 	  || echo "make browser: apt-get failed: the browser check will be SKIPPED" >&2
 
+lint: venv ## ruff: style, imports and docstrings of public code (configured in pyproject.toml)
+	$(BIN)/ruff check analysis_lib tests benchmarks notebooks
+
 # make reports any failing recipe as exit 2, so the "no tests ran" case is named here.
-test: venv browser ## run the tests (pytest exit 5, no tests collected, is a failure)
+test: venv browser lint ## lint, then run the tests (pytest exit 5, no tests collected, is a failure)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
 
 # Exit 3 from browser_check.py means "no browser here": say so loudly, but do not fail the build.
 browser-check: venv browser ## open reports/ in headless chromium; screenshots in reports/screenshots/
-	@$(BIN)/python tests/browser_check.py reports --screenshots reports/screenshots; rc=$$?; \
+	@$(BIN)/python tests/report/browser_check.py reports --screenshots reports/screenshots; rc=$$?; \
 	if [ $$rc -eq 3 ]; then echo "make browser-check: SKIPPED (see above), not passed" >&2; exit 0; fi; \
 	exit $$rc
 

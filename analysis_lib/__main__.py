@@ -1,11 +1,11 @@
 """Command line: ``python -m analysis_lib {report,index,sweep,runs,clear-cache}``.
 
-    python -m analysis_lib report [--params default] [--study 01-layer-dynamics ...]
-    python -m analysis_lib report --study 01-layer-dynamics --params-file my-params.yaml
-    python -m analysis_lib index
-    python -m analysis_lib sweep grid.yaml [--workers 2] [--scheduler tcp://host:8786] [--output m.parquet]
-    python -m analysis_lib runs [--store data/runs]
-    python -m analysis_lib clear-cache [--yes]
+python -m analysis_lib report [--params default] [--study 01-layer-dynamics ...]
+python -m analysis_lib report --study 01-layer-dynamics --params-file my-params.yaml
+python -m analysis_lib index
+python -m analysis_lib sweep grid.yaml [--workers 2] [--scheduler tcp://host:8786] [--output m.parquet]
+python -m analysis_lib runs [--store data/runs]
+python -m analysis_lib clear-cache [--yes]
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from analysis_lib.config import ConfigError
 from analysis_lib.paths import runs_dir
+from analysis_lib.validation import ConfigError
 
 
 def _report(args: argparse.Namespace) -> int:
-    """Render the chosen studies and the index (`report.render_all`), or one study with a file."""
-    from analysis_lib.report import render_all  # imports papermill; only this command needs it
+    """Render the chosen studies and the index (:func:`analysis_lib.report.render.render_all`), or one with a file."""
+    from analysis_lib.report.render import render_all  # imports papermill; only this command needs it
 
     if args.params_file is not None:
         return _report_with_file(args)
@@ -35,8 +35,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _report_with_file(args: argparse.Namespace) -> int:
     """Render one study with the values of ``--params-file`` on top of the ``--params`` set."""
-    from analysis_lib.report import build_index, render_study
-    from analysis_lib.paramfiles import read_params_file
+    from analysis_lib.report.params import read_params_file
+    from analysis_lib.report.render import build_index, render_study
 
     if not args.study or len(args.study) != 1:
         raise ConfigError(f"invalid parameter --study={args.study!r}: --params-file needs exactly "
@@ -52,8 +52,8 @@ def _report_with_file(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     """Run a sweep file's grid, print the run table, write tidy metrics to parquet."""
-    from analysis_lib.executors import check_executor_parameters
-    from analysis_lib.sweep import load_sweep, run_sweep, run_table_text
+    from analysis_lib.runs.executors import check_executor_parameters
+    from analysis_lib.runs.sweep import load_sweep, run_sweep, run_table_text
 
     # Dask logs every worker start and stop at INFO; read from the environment when dask loads.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
@@ -74,7 +74,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     """Print one line per stored run and the counts by status."""
-    from analysis_lib.runstore import RunStore
+    from analysis_lib.runs.store import RunStore
 
     store = RunStore(args.store)
     table = store.runs()
@@ -88,8 +88,8 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    """Rebuild reports/index.html from what is already rendered (`report.build_index`)."""
-    from analysis_lib.report import build_index
+    """Rebuild reports/index.html from what is already rendered (:func:`analysis_lib.report.render.build_index`)."""
+    from analysis_lib.report.render import build_index
 
     print(f"index: {build_index(args.reports_dir)}")
     return 0
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_sweep_and_runs(commands) -> None:
     """The ``sweep`` and ``runs`` commands (run store and executors; no notebook involved)."""
     sweep = commands.add_parser("sweep", help="run a YAML grid of runs without a notebook")
-    sweep.add_argument("file", type=Path, help="sweep file: base, conditions, seeds (see analysis_lib/sweep.py)")
+    sweep.add_argument("file", type=Path, help="sweep file: base, conditions, seeds (see analysis_lib/runs/sweep.py)")
     sweep.add_argument("--workers", type=int, default=None, help="override the file's workers")
     sweep.add_argument("--scheduler", default=None,
                        help="override the file's scheduler: '' | tcp://host:port | slurm | pbs")

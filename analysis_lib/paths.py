@@ -41,12 +41,15 @@ def project_root() -> Path:
 
 
 def data_dir() -> Path:
+    """Generated datasets, runs and interactive study outputs: ``$ANALYSIS_LIB_DATA`` or ``<root>/data``."""
     return Path(os.environ.get("ANALYSIS_LIB_DATA") or project_root() / "data")
 
 
 def runs_dir() -> Path:
+    """The run store: ``<data>/runs``."""
     return data_dir() / "runs"
 
 
 def reports_dir() -> Path:
+    """Published reports: ``$ANALYSIS_LIB_REPORTS`` or ``<root>/reports``."""
     return Path(os.environ.get("ANALYSIS_LIB_REPORTS") or project_root() / "reports")

@@ -1,5 +1,6 @@
-"""Speed and accuracy of our curvature code against PyHessian, hessian-eigenthings, curvlinops
-and BackPACK, side by side in one process (issue 4).
+"""Speed and accuracy of our curvature code against the reference tools, side by side in one process.
+
+The reference tools: PyHessian, hessian-eigenthings, curvlinops and BackPACK.
 
 One trained MNIST-1D MLP (40-256-256-10, ReLU: 78,858 parameters) and its 4,000 training samples
 are loaded into every tool. For each task the script prints wall time (median of ``--repeats``
@@ -13,7 +14,7 @@ reference computed here in float64:
   piecewise linear in any single weight).
 
 The dense Hessian (78,858² float64 = 50 GB) does not fit; ``--tiny`` runs everything on a small
-MLP instead, where the reference is ``torch.linalg.eigvalsh`` of ``dense_hessian``.
+MLP instead, where the reference is ``torch.linalg.eigvalsh`` of a dense ``torch.func.hessian``.
 
 Run (reference tools in their own venv, see benchmarks/README.md):
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 import os
 
 # Before torch is imported: spinning OpenMP threads cost up to 8x on a loaded 2-core machine
-# (DESIGN.md, "Speed"); every tool gets the same single thread.
+# (docs/architecture.md, "Threads"); every tool gets the same single thread.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("ANALYSIS_LIB_DATA", "/tmp/benchdata")
@@ -52,13 +53,14 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from analysis_lib.config import DataConfig, ModelConfig  # noqa: E402
-from analysis_lib.data import load_dataset  # noqa: E402
-from analysis_lib.density import slq_nodes  # noqa: E402
-from analysis_lib.hessian import HessianOperator, dense_hessian, hessian_diagonal  # noqa: E402
-from analysis_lib.lanczos import top_eigenpairs  # noqa: E402
-from analysis_lib.models import build_model  # noqa: E402
-from analysis_lib.trace import hutchinson, hutchpp  # noqa: E402
+from analysis_lib.curvature.density import slq_nodes  # noqa: E402
+from analysis_lib.curvature.diagonal import hessian_diagonal  # noqa: E402
+from analysis_lib.curvature.hessian import HessianOperator  # noqa: E402
+from analysis_lib.curvature.lanczos import top_eigenpairs  # noqa: E402
+from analysis_lib.curvature.trace import hutchinson, hutchpp  # noqa: E402
+from analysis_lib.training.config import DataConfig, ModelConfig  # noqa: E402
+from analysis_lib.training.data import load_dataset  # noqa: E402
+from analysis_lib.training.models import build_model  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -84,8 +86,10 @@ class Problem:
 
 def trained_problem(n_samples: int, width: int, steps: int, seed: int,
                     cache: Path | None) -> Problem:
-    """MNIST-1D MLP 40-width-width-10 trained by Adam on ``n_samples`` training samples
-    (weights cached in ``cache``: training is seeded, so the cache only saves time)."""
+    """MNIST-1D MLP 40-width-width-10 trained by Adam on ``n_samples`` training samples.
+
+    Weights are cached in ``cache``: training is seeded, so the cache only saves time.
+    """
     data = load_dataset(DataConfig(name="mnist1d", n_train=n_samples, n_test=100, split_seed=seed))
     model = build_model(ModelConfig(kind="mlp", depth=2, width=width, activation="relu"),
                         data.n_features, data.n_classes, seed)
@@ -122,9 +126,23 @@ def as_sequential(model: nn.Module) -> nn.Sequential:
     return nn.Sequential(*layers, copy.deepcopy(model.out))
 
 
+def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The reference: ``torch.func.hessian`` of the mean cross-entropy of the flattened parameters."""
+    names = [n for n, _ in model.named_parameters()]
+    params = dict(model.named_parameters())
+    shapes, sizes = [params[n].shape for n in names], [params[n].numel() for n in names]
+
+    def loss(flat: torch.Tensor) -> torch.Tensor:
+        state = {n: p.reshape(s) for n, p, s in zip(names, torch.split(flat, sizes), shapes)}
+        return F.cross_entropy(torch.func.functional_call(model, state, (x,)), y)
+
+    flat = torch.cat([params[n].detach().reshape(-1) for n in names])
+    return torch.func.hessian(loss)(flat).to(torch.float64)
+
+
 def relu_mlp_hessian_diagonal(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """The library's exact Hessian diagonal (``analysis_lib.hessian.hessian_diagonal``)."""
-    diag = hessian_diagonal(model, x, y)
+    """The library's exact Hessian diagonal (:func:`analysis_lib.curvature.diagonal.hessian_diagonal`)."""
+    diag = hessian_diagonal(model, F.cross_entropy, (x, y))
     if diag is None:
         raise ValueError("hessian_diagonal holds only for Linear + piecewise-linear models")
     return diag
@@ -147,8 +165,11 @@ class Row:
 
 @dataclass
 class Entry:
-    """One tool on one task: ``fn()`` does the whole job (construction included); ``score(out)``
-    gives (HVPs, relative error or None, extra note)."""
+    """One tool on one task.
+
+    ``fn()`` does the whole job (construction included); ``score(out)`` gives (HVPs, relative
+    error or None, extra note).
+    """
 
     tool: str
     fn: Callable
@@ -161,8 +182,11 @@ SLOW_AFTER = 10.0  # seconds: a run slower than this is not repeated (the table 
 
 
 def compare(task: str, entries: list[Entry], repeats: int) -> list[Row]:
-    """Time the entries round-robin (so a change in the machine's load hits all tools alike),
-    ``repeats`` rounds, medians; a tool that raises is reported as FAILED with the reason."""
+    """Time the entries round-robin, ``repeats`` rounds, and report medians.
+
+    Round-robin, so a change in the machine's load hits all tools alike; a tool that raises is
+    reported as FAILED with the reason.
+    """
     walls: dict[int, list[float]] = {i: [] for i in range(len(entries))}
     cpus: dict[int, list[float]] = {i: [] for i in range(len(entries))}
     scores: dict[int, list] = {i: [] for i in range(len(entries))}
@@ -276,7 +300,7 @@ def compute_reference(prob: Problem, k: int, check: bool, cache: Path | None) ->
                              f"diagonal matches diag(H) to "
                              f"{((flat - H.diagonal()).abs().max() / H.diagonal().abs().max()):.1e}")
         else:
-            op = HessianOperator(m64, x64, prob.y)
+            op = HessianOperator(m64, F.cross_entropy, (x64, prob.y))
             res = top_eigenpairs(op.matvec, op.dim, k=k, tol=1e-10, max_steps=400, strict=True)
             prob.ref_eigs = res.eigenvalues
             prob.ref_trace = sum(d.sum().item() for d in diag.values())
@@ -299,7 +323,7 @@ def compute_reference(prob: Problem, k: int, check: bool, cache: Path | None) ->
 
 
 def cross_check(op: HessianOperator, prob: Problem, m64, x64, k: int) -> str:
-    """scipy eigsh on the same float64 operator, BackPACK's DiagHessian in float64."""
+    """Scipy eigsh on the same float64 operator, BackPACK's DiagHessian in float64."""
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     lin = LinearOperator((op.dim, op.dim), dtype=np.float64,
@@ -317,7 +341,7 @@ def cross_check(op: HessianOperator, prob: Problem, m64, x64, k: int) -> str:
 # Tools
 # --------------------------------------------------------------------------------------------
 def ours_eigs(prob: Problem, k: int, tol: float):
-    op = HessianOperator(prob.model, prob.x, prob.y)
+    op = HessianOperator(prob.model, F.cross_entropy, (prob.x, prob.y))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return top_eigenpairs(op.matvec, op.dim, k=k, tol=tol)
@@ -353,7 +377,8 @@ def curvlinops_operator(prob: Problem):
 
 
 def eigenthings_operator(prob: Problem):
-    from hessian_eigenthings import HessianOperator as HEOp, supervised_loss
+    from hessian_eigenthings import HessianOperator as HEOp
+    from hessian_eigenthings import supervised_loss
 
     model = copy.deepcopy(prob.model)
     return HEOp(model, [(prob.x, prob.y)], supervised_loss(F.cross_entropy))
@@ -489,7 +514,7 @@ def bench_trace(prob: Problem, repeats: int, budget: int, everything: bool) -> N
 
     def ours(fn, m):
         def run():
-            op = HessianOperator(prob.model, prob.x, prob.y)
+            op = HessianOperator(prob.model, F.cross_entropy, (prob.x, prob.y))
             return fn(op.matvec, op.dim, m, seed=0)
         return run
     se_note = lambda t: (t.n_matvecs, rel(t.estimate),  # noqa: E731
@@ -506,10 +531,10 @@ def bench_trace(prob: Problem, repeats: int, budget: int, everything: bool) -> N
             return hutchpp_trace(curvlinops_operator(prob), m3).item()
         entries.append(Entry(f"curvlinops hutchpp_trace m={m3}", cl_hpp,
                              lambda t: (m3, rel(t), "no standard error")))
-    layer_traces = getattr(importlib.import_module("analysis_lib.trace"), "layer_traces", None)
+    layer_traces = getattr(importlib.import_module("analysis_lib.curvature.trace"), "layer_traces", None)
     if everything and layer_traces is not None:  # per layer: Hutch++ per block (4 x m products)
         entries.append(Entry(f"ours layer_traces (Hutch++ m={budget} per block)",
-                             lambda: layer_traces(prob.model, prob.x, prob.y, n_matvecs=budget),
+                             lambda: layer_traces(prob.model, F.cross_entropy, (prob.x, prob.y), n_matvecs=budget),
                              lambda df: (int(df["n_matvecs"].sum()),
                                          rel(df.loc[df.layer == "model", "estimate"].item()),
                                          "per layer " + ", ".join(
@@ -527,8 +552,10 @@ def bench_trace(prob: Problem, repeats: int, budget: int, everything: bool) -> N
 
 
 def needed(t, ref: float) -> int:
-    """Products for a standard error of 1% of the trace, scaling se ∝ 1/√m from this run
-    (conservative for Hutch++, whose error falls faster once the sketch holds the outliers)."""
+    """Products for a standard error of 1% of the trace, scaling se ∝ 1/√m from this run.
+
+    Conservative for Hutch++, whose error falls faster once the sketch holds the outliers.
+    """
     return int(math.ceil(t.n_matvecs * (t.se / (0.01 * abs(ref))) ** 2))
 
 
@@ -546,7 +573,7 @@ def bench_density(prob: Problem, probes: int, steps: int, everything: bool) -> N
                 f"{top.min():.4f}..{top.max():.4f} (λ1 {prob.ref_eigs[0].item():.4f})")
 
     def ours():
-        op = HessianOperator(prob.model, prob.x, prob.y)
+        op = HessianOperator(prob.model, F.cross_entropy, (prob.x, prob.y))
         return slq_nodes(op.matvec, op.dim, n_probes=probes, steps=steps, seed=0)
     entries = [Entry("ours slq_nodes (probes one after another)", ours, slq_trace_score)]
     if tool_version("hessian-eigenthings"):
@@ -606,7 +633,7 @@ def bench_hvp_engines(prob: Problem, repeats: int, n_vectors: int) -> None:
     params = {n: p.detach() for n, p in model.named_parameters()}
     V = torch.randn(n_vectors, prob.dim, generator=torch.Generator().manual_seed(0),
                     dtype=torch.float64)
-    op = HessianOperator(model, x, y)
+    op = HessianOperator(model, F.cross_entropy, (x, y))
     exact = torch.stack([op.matvec(v) for v in V])  # also builds the cached graph
 
     def loss(ps):
@@ -630,7 +657,8 @@ def bench_hvp_engines(prob: Problem, repeats: int, n_vectors: int) -> None:
         Entry("ours: cached double backward (graph already built)",
               lambda: torch.stack([op.matvec(v) for v in V]), score),
         Entry("ours: incl. building the gradient graph",
-              lambda: (lambda o: torch.stack([o.matvec(v) for v in V]))(HessianOperator(model, x, y)),
+              lambda: (lambda o: torch.stack([o.matvec(v) for v in V]))(
+                  HessianOperator(model, F.cross_entropy, (x, y))),
               score),
         Entry("double backward, gradient rebuilt per product", lambda: torch.stack([rebuilt(v) for v in V]),
               score),
@@ -641,7 +669,8 @@ def bench_hvp_engines(prob: Problem, repeats: int, n_vectors: int) -> None:
     ]
     for row in compare("hvp", entries, repeats):
         if row.seconds is not None:
-            row.note = f"{row.seconds / n_vectors * 1e3:.0f} ms wall, {row.cpu / n_vectors * 1e3:.0f} ms cpu per product"
+            wall, cpu = row.seconds / n_vectors * 1e3, row.cpu / n_vectors * 1e3
+            row.note = f"{wall:.0f} ms wall, {cpu:.0f} ms cpu per product"
             print(f"      -> {row.tool}: {row.note}")
 
 
@@ -700,7 +729,7 @@ def find(task: str, prefix: str) -> Row | None:
 
 
 def summary(ks: list[int], dim: int) -> None:
-    print("\n== ratios: other tool's median time / ours (wall; CPU in brackets), targets of issue 4")
+    print("\n== ratios: other tool's median time / ours (wall; CPU in brackets); targets in benchmarks/README.md")
 
     def ratio(task, other, ours):
         o, m = find(task, other), find(task, ours)

@@ -4,7 +4,7 @@ Issue 3. Every tool runs in one process on the same model, weights and batch, on
 timed round-robin after warm-up (median wall and CPU time per call):
 
 1. **Probe cost** relative to a plain SGD step (forward, backward, update): the norm-only probe
-   (``probes.layer_gradient_norms``, what ``grad_norm`` records) and the per-sample noise probe
+   (``analysis_lib.gradients.norms.layer_gradient_norms``, what ``grad_norm`` records) and the per-sample noise probe
    (:class:`analysis_lib.gradnoise.GradientNoiseProbe`: per-layer tr Σ, SNR, noise scale).
 2. **The same per-layer noise statistics from BackPACK** 1.7 first-order extensions, each as a
    training step: BatchGrad (per-sample gradients, then their norms), BatchL2Grad (per-sample
@@ -45,19 +45,21 @@ from torch import nn  # noqa: E402
 from torch.func import functional_call, grad, vmap  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, without installing it
-from analysis_lib import gradstats, probes  # noqa: E402
-from analysis_lib.config import ModelConfig  # noqa: E402
-from analysis_lib.gradnoise import GradientNoiseProbe, noise_statistics  # noqa: E402
-from analysis_lib.lm_config import TaskConfig, TransformerConfig  # noqa: E402
-from analysis_lib.models import build_model  # noqa: E402
-from analysis_lib.tasks import VOCAB_SIZE, encode, sequence_length, task_splits  # noqa: E402
-from analysis_lib.transformer import build_transformer  # noqa: E402
+from analysis_lib.gradients import norms as probes  # noqa: E402
+from analysis_lib.gradients import spectra as gradstats  # noqa: E402
+from analysis_lib.gradients.noise import GradientNoiseProbe, noise_statistics  # noqa: E402
+from analysis_lib.lm.config import TaskConfig, TransformerConfig  # noqa: E402
+from analysis_lib.lm.tasks import VOCAB_SIZE, encode, sequence_length, task_splits  # noqa: E402
+from analysis_lib.lm.transformer import build_transformer  # noqa: E402
+from analysis_lib.training.config import ModelConfig  # noqa: E402
+from analysis_lib.training.losses import sequence_losses  # noqa: E402
+from analysis_lib.training.models import build_model  # noqa: E402
 
 torch.set_num_threads(1)
 
 
 def median_times(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, tuple[float, float]]:
-    """name -> (median wall s, median CPU s) per call, the tools interleaved round-robin."""
+    """Name -> (median wall s, median CPU s) per call, the tools interleaved round-robin."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -112,7 +114,7 @@ def token_mlp_case(n_seq: int) -> tuple[nn.Module, tuple, Callable]:
 
 
 def sequence_loss(model: nn.Module, b: tuple) -> torch.Tensor:
-    return gradstats.sequence_losses(model(b[0]), b[1], b[2]).mean()
+    return sequence_losses(model(b[0]), b[1], b[2]).mean()
 
 
 def transformer_case(n_digits: int, n_layers: int, d: int, n_seq: int) -> tuple[nn.Module, tuple]:
@@ -151,8 +153,7 @@ def backpack_noise(model: nn.Module, kind: str, n: int) -> dict[str, float]:
 
 def step_tools(model: nn.Module, batch: tuple, loss_fn: Callable, optimizer: type,
                with_backpack: bool) -> tuple[dict, dict]:
-    """name -> a training step with that way of computing statistics; and tr Σ of each, for checks."""
-    n = batch[0].shape[0]
+    """Name -> a training step with that way of computing statistics; and tr Σ of each, for checks."""
     # lr = 0: the update costs the same, and every tool sees the same weights on every call.
     opt = optimizer(model.parameters(), lr=0.0)
     traces: dict[str, dict[str, float]] = {}
@@ -230,7 +231,7 @@ def vmap_gradients(model: nn.Module, batch: tuple, chunk: int) -> dict[str, torc
     names = list(linear_layers(model))
 
     def loss(p, x, y, m):
-        return gradstats.sequence_losses(functional_call(model, p, (x.unsqueeze(0),)), y.unsqueeze(0),
+        return sequence_losses(functional_call(model, p, (x.unsqueeze(0),)), y.unsqueeze(0),
                                          m.unsqueeze(0)).sum()
 
     per_example = vmap(grad(loss), in_dims=(None, 0, 0, 0))
@@ -242,7 +243,7 @@ def loop_gradients(model: nn.Module, batch: tuple) -> dict[str, torch.Tensor]:
     weights = {k: m.weight for k, m in linear_layers(model).items()}
     rows = []
     for i in range(len(batch[0])):
-        loss = gradstats.sequence_losses(model(batch[0][i:i + 1]), batch[1][i:i + 1], batch[2][i:i + 1]).sum()
+        loss = sequence_losses(model(batch[0][i:i + 1]), batch[1][i:i + 1], batch[2][i:i + 1]).sum()
         rows.append(torch.autograd.grad(loss, list(weights.values())))
     return {k: torch.stack([r[j] for r in rows]) for j, k in enumerate(weights)}
 
@@ -253,7 +254,7 @@ def backpack_gradients(extended: nn.Module, batch: tuple) -> dict[str, torch.Ten
 
     extended.zero_grad(set_to_none=True)
     with backpack(BatchGrad()):
-        gradstats.sequence_losses(extended(batch[0]), batch[1], batch[2]).sum().backward()
+        sequence_losses(extended(batch[0]), batch[1], batch[2]).sum().backward()
     return {k: m.weight.grad_batch for k, m in linear_layers(extended).items()}
 
 

@@ -14,13 +14,14 @@ import os
 import tempfile
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (DESIGN.md, Speed)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (docs/architecture.md, "Threads")
 
 import pandas as pd  # noqa: E402
 
-from analysis_lib.data import load_dataset  # noqa: E402
-from analysis_lib.executors import grid_executor  # noqa: E402
-from analysis_lib.grid import expand_grid, run_grid  # noqa: E402
+from analysis_lib.runs.execute import run_grid  # noqa: E402
+from analysis_lib.runs.executors import grid_executor  # noqa: E402
+from analysis_lib.runs.grid import expand_grid  # noqa: E402
+from analysis_lib.training.data import load_dataset  # noqa: E402
 
 BASE = {"data": {"name": "mnist1d", "n_train": 4000, "n_test": 1000},
         "model": {"kind": "mlp", "depth": 3, "width": 64},

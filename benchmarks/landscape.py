@@ -1,6 +1,7 @@
-"""A 25×25 filter-normalised 2-D loss surface three ways, side by side in one process (issue 5):
-loss-landscapes 3.0.6 (``random_plane``), a plain Python loop of ``functional_call`` over the grid
-points, and ours (:func:`analysis_lib.surfaces.loss_surface`, every evaluation strategy), against
+"""A 25×25 filter-normalised 2-D loss surface three ways, side by side in one process.
+
+The three: loss-landscapes 3.0.6 (``random_plane``), a plain Python loop of ``functional_call`` over the grid
+points, and ours (:func:`analysis_lib.landscape.surfaces.loss_surface`, every evaluation strategy), against
 the floor: 625 evaluation passes over the data (one pass = forward and mean cross-entropy).
 Every method computes the loss only, as loss-landscapes' ``Loss`` metric does; one more row
 gives ours with the accuracy too (the argmax costs 10-15% of a small MLP's forward pass).
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (DESIGN.md, "Speed")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (docs/architecture.md, "Threads")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
@@ -37,13 +38,13 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
-from analysis_lib.config import DataConfig, ModelConfig, ProbeConfig, RunConfig, TrainConfig  # noqa: E402
-from analysis_lib.data import load_dataset  # noqa: E402
-from analysis_lib.directions import random_directions  # noqa: E402
-from analysis_lib.landscape import evaluate_params, flat_parameters, unflatten  # noqa: E402
-from analysis_lib.models import build_model  # noqa: E402
-from analysis_lib.surfaces import loss_surface  # noqa: E402
-from analysis_lib.training import train  # noqa: E402
+from analysis_lib.landscape.directions import random_directions  # noqa: E402
+from analysis_lib.landscape.evaluate import evaluate_params, flat_parameters, unflatten  # noqa: E402
+from analysis_lib.landscape.surfaces import loss_surface  # noqa: E402
+from analysis_lib.training.classifier import train_classifier  # noqa: E402
+from analysis_lib.training.config import DataConfig, ModelConfig, ProbeConfig, RunConfig, TrainConfig  # noqa: E402
+from analysis_lib.training.data import load_dataset  # noqa: E402
+from analysis_lib.training.models import build_model  # noqa: E402
 
 torch.set_num_threads(1)
 MODELS = {"mlp 40-64-64-10": ModelConfig(kind="mlp", depth=2, width=64),
@@ -55,7 +56,7 @@ def trained(config: ModelConfig, data) -> torch.nn.Module:
     run = RunConfig(data=DataConfig(n_train=4000, n_test=500), model=config,
                     train=TrainConfig(lr=0.05, steps=300), probes=ProbeConfig(names=("weights",), every=300))
     model = build_model(config, data.n_features, data.n_classes, seed=0)
-    model.load_state_dict(train(run, data).tables["final"])
+    model.load_state_dict(train_classifier(run, data).tables["final"])
     return model.eval()
 
 

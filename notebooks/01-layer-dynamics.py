@@ -15,7 +15,7 @@
 #
 # Where, layer by layer, do SGD and Adam train differently: in gradient norms, in update-to-weight ratios, in how far each layer's weights rotate? And does a larger final layer rotation go with better test accuracy across training settings, as Carbonnelle & De Vleeschouwer (2019) report?
 #
-# MNIST-1D (generated locally) with a 3-hidden-layer MLP and a 3-layer 1-D CNN. Seeds are the replicates; within a seed every optimiser starts from the same initial weights and sees the same data order, so optimisers are compared **paired by seed**. Claims tested (see `PHENOMENA.md`): layer rotation (claim 3), and the observation behind LARS (You et al., 2017) that SGD's update-to-weight ratio differs across layers by large factors while Adam's per-parameter normalisation evens it out.
+# MNIST-1D (generated locally) with a 3-hidden-layer MLP and a 3-layer 1-D CNN. Seeds are the replicates; within a seed every optimiser starts from the same initial weights and sees the same data order, so optimisers are compared **paired by seed**. Claims tested (see `docs/claims.md`, published as `claims.html` beside this report): layer rotation (claim 3), and the observation behind LARS (You et al., 2017) that SGD's update-to-weight ratio differs across layers by large factors while Adam's per-parameter normalisation evens it out.
 #
 # Render: `papermill notebooks/01-layer-dynamics.ipynb out.ipynb -f notebooks/params/01-layer-dynamics/default.yaml` (or `make report`).
 
@@ -23,7 +23,7 @@
 # In-notebook values equal notebooks/params/01-layer-dynamics/smoke.yaml (quick to explore);
 # the published report uses default.yaml.
 seeds: list = [0, 1]  # replicate seeds; each seed fixes init and data order in every arm
-data: dict = {"name": "mnist1d", "n_train": 1000, "n_test": 500}  # analysis_lib.config.DataConfig
+data: dict = {"name": "mnist1d", "n_train": 1000, "n_test": 500}  # analysis_lib.training.config.DataConfig
 model: dict = {"kind": "mlp", "depth": 2, "width": 16}  # base ModelConfig; arms override
 train: dict = {"batch_size": 100, "steps": 40}  # base TrainConfig; arms override
 probes: dict = {"schedule": "every", "every": 20}  # ProbeConfig: when per-layer probes run
@@ -48,17 +48,13 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 # %%
 import pandas as pd
 
-from analysis_lib import plots, stats
-from analysis_lib.config import check_fraction, check_subset
-from analysis_lib.executors import grid_executor
-from analysis_lib.grid import expand_grid, run_grid
-from analysis_lib.outputs import StudyOutputs
-from analysis_lib.summaries import final_values, layer_spread, log10_values, mean_over_training, run_table
-from analysis_lib.verdicts import verdict_row, verdict_table
+from analysis_lib import (StudyOutputs, compare_conditions, expand_grid, final_values, format_test_table,
+                          format_verdict_table, grid_executor, layer_spread, log10_values, mean_over_training,
+                          mixed_model, run_grid, run_table, spearman_ci, verdict_table)
+from analysis_lib.plots import stats as stat_plots, training as training_plots
+from analysis_lib.studies import layer_dynamics as study
 
-check_subset("main_arms", main_arms, arms)
-check_subset("sweep_arms", sweep_arms, arms)
-check_fraction("alpha", alpha)
+study.check_parameters(arms, main_arms=main_arms, sweep_arms=sweep_arms, alpha=alpha, n_boot=n_boot)
 configs = expand_grid({"data": data, "model": model, "train": train, "probes": probes}, arms, seeds)
 out = StudyOutputs("01-layer-dynamics", output_dir)
 print(f"{len(configs)} runs: {len(arms)} arms x their conditions x {len(seeds)} seeds")
@@ -88,28 +84,28 @@ main_curves = metrics[metrics["arm"].isin(main_arms)]
 # **Gradient norm per layer over training (MLP).** Look for layers whose gradient norm differs by optimiser, and for layers that shrink at different rates.
 
 # %%
-fig = plots.plot_metric_over_training(main_curves[main_curves["model"] == "mlp"], "grad_norm", hue="optimizer", logy=True)
+fig = training_plots.plot_metric_over_training(main_curves[main_curves["model"] == "mlp"], "grad_norm", hue="optimizer", logy=True)
 out.save_figure("grad_norm_over_training", fig)
 
 # %% [markdown]
 # **Update-to-weight ratio ‖Δθ_l‖/‖θ_l‖ per layer over training (MLP).** Under SGD the layers' lines should sit far apart; under Adam closer together.
 
 # %%
-fig = plots.plot_metric_over_training(main_curves[main_curves["model"] == "mlp"], "update_ratio", hue="optimizer", logy=True)
+fig = training_plots.plot_metric_over_training(main_curves[main_curves["model"] == "mlp"], "update_ratio", hue="optimizer", logy=True)
 out.save_figure("update_ratio_over_training", fig)
 
 # %% [markdown]
 # **Layer rotation 1 − cos(θ_l(t), θ_l(0)) over training (MLP).** Which layers move away from their initial direction, and how fast.
 
 # %%
-fig = plots.plot_metric_over_training(main_curves[main_curves["model"] == "mlp"], "rotation", hue="optimizer")
+fig = training_plots.plot_metric_over_training(main_curves[main_curves["model"] == "mlp"], "rotation", hue="optimizer")
 out.save_figure("rotation_over_training", fig)
 
 # %% [markdown]
 # **Layer profiles, MLP.** Each summary across layers in forward order; look for where the optimisers' lines cross or diverge.
 
 # %%
-fig = plots.plot_layer_profile(main[main["model"] == "mlp"], ["log10 grad_norm", "log10 update_ratio", "rotation"], hue="optimizer")
+fig = training_plots.plot_layer_profile(main[main["model"] == "mlp"], ["log10 grad_norm", "log10 update_ratio", "rotation"], hue="optimizer")
 out.save_figure("layer_profile_mlp", fig)
 
 # %% [markdown]
@@ -117,32 +113,32 @@ out.save_figure("layer_profile_mlp", fig)
 
 # %%
 cnn = main[main["model"] == "cnn"]
-fig = plots.plot_layer_profile(cnn, ["log10 grad_norm", "log10 update_ratio", "rotation"], hue="optimizer") if len(cnn) else None
+fig = training_plots.plot_layer_profile(cnn, ["log10 grad_norm", "log10 update_ratio", "rotation"], hue="optimizer") if len(cnn) else None
 out.save_figure("layer_profile_cnn", fig) if fig else print("no CNN runs in this parameter set")
 
 # %% [markdown]
 # **Where do the optimisers differ, per layer?** Adam minus SGD, paired by seed, paired t-test, Holm-adjusted over every layer × metric × architecture. Estimates of log10 quantities are log10 ratios. Bold rows: p_adj < alpha.
 
 # %%
-tests = stats.compare_conditions(main[main["metric"].isin(["log10 grad_norm", "log10 update_ratio", "rotation"])],
+tests = compare_conditions(main[main["metric"].isin(study.LAYER_METRICS)],
                                  "optimizer", baseline="sgd", by=("model", "metric", "layer"), n_boot=n_boot)
 out.save_table("optimizer_tests", tests)
-plots.format_test_table(tests, alpha=alpha)
+format_test_table(tests, alpha=alpha)
 
 # %% [markdown]
 # **One model for the whole MLP profile.** A linear mixed model `log10 update ratio ~ optimizer * layer` with a random intercept per seed: the interaction terms say whether the optimiser effect differs between layers (fc1 is the reference layer).
 
 # %%
 mlp_ratio = main[(main["model"] == "mlp") & (main["metric"] == "log10 update_ratio") & (main["layer"] != "model")]
-mixed = stats.mixed_model(mlp_ratio, "value ~ C(optimizer, Treatment('sgd')) * C(layer)", groups="seed")
+mixed = mixed_model(mlp_ratio, "value ~ C(optimizer, Treatment('sgd')) * C(layer)", groups="seed")
 out.save_table("update_ratio_mixed_model", mixed)
-plots.format_test_table(mixed, alpha=alpha)
+format_test_table(mixed, alpha=alpha)
 
 # %% [markdown]
 # **Effect sizes with 95% CIs per layer.** Filled red markers are significant after adjustment; the dashed line is no difference.
 
 # %%
-fig = plots.plot_effect_sizes(tests, alpha=alpha, col="metric", row="contrast")
+fig = stat_plots.plot_effect_sizes(tests, alpha=alpha, col="metric", row="contrast")
 out.save_figure("optimizer_effects", fig)
 
 # %% [markdown]
@@ -150,35 +146,35 @@ out.save_figure("optimizer_effects", fig)
 
 # %%
 spread = mean_over_training(layer_spread(metrics[metrics["arm"].isin(main_arms)], "update_ratio"))
-fig = plots.plot_run_values(spread, x="optimizer", col="model", ylabel="SD over layers of log10 update ratio")
+fig = training_plots.plot_run_values(spread, x="optimizer", col="model", ylabel="SD over layers of log10 update ratio")
 out.save_figure("update_ratio_spread", fig)
 
 # %%
-spread_tests = stats.compare_conditions(spread, "optimizer", baseline="sgd", by=("model", "metric", "layer"), n_boot=n_boot)
+spread_tests = compare_conditions(spread, "optimizer", baseline="sgd", by=("model", "metric", "layer"), n_boot=n_boot)
 out.save_table("update_ratio_spread_tests", spread_tests)
-plots.format_test_table(spread_tests, alpha=alpha)
+format_test_table(spread_tests, alpha=alpha)
 
 # %% [markdown]
 # **Claim 3: final layer rotation vs test accuracy across the sweep** (one dot per run; rotation averaged over layers). The claim predicts a positive rank correlation.
 
 # %%
 sweep = run_table(final[final["arm"].isin(sweep_arms)], {"rotation": ("rotation", "mean"), "test_acc": ("test_acc", "model")})
-fig = plots.plot_correlation(sweep, "rotation", "test_acc", hue="optimizer", style="lr")
+fig = training_plots.plot_correlation(sweep, "rotation", "test_acc", hue="optimizer", style="lr")
 out.save_figure("rotation_vs_accuracy", fig)
 
 # %%
-rho = stats.spearman_ci(sweep, "rotation", "test_acc", n_boot=n_boot, metric="final rotation vs test accuracy")
+rho = spearman_ci(sweep, "rotation", "test_acc", n_boot=n_boot, metric="final rotation vs test accuracy")
 out.save_table("rotation_accuracy_correlation", rho)
-plots.format_test_table(rho, alpha=alpha)
+format_test_table(rho, alpha=alpha)
 
 # %% [markdown]
 # **The same correlation within each optimiser.** Learning rate moves both rotation and how far training gets in a fixed number of steps, so a pooled correlation can come from the optimiser or the learning rate alone; within-optimiser correlations are the stricter check. Read the pooled verdict with these rows beside it.
 
 # %%
-rho_within = pd.concat([stats.spearman_ci(runs, "rotation", "test_acc", n_boot=n_boot, metric=f"within {opt}")
+rho_within = pd.concat([spearman_ci(runs, "rotation", "test_acc", n_boot=n_boot, metric=f"within {opt}")
                         for opt, runs in sweep.groupby("optimizer")], ignore_index=True)
 out.save_table("rotation_accuracy_within_optimizer", rho_within)
-plots.format_test_table(rho_within, alpha=alpha)
+format_test_table(rho_within, alpha=alpha)
 
 # %% [markdown]
 # ## Verdict
@@ -186,17 +182,8 @@ plots.format_test_table(rho_within, alpha=alpha)
 # A claim reproduces when the whole 95% CI of its effect lies on the predicted side of zero, is contradicted when it lies on the other side, and is inconclusive otherwise.
 
 # %%
-verdict = verdict_table(
-    [verdict_row("Larger final layer rotation goes with higher test accuracy across training settings",
-                 "Carbonnelle & De Vleeschouwer 2019 (claim 3)", rho.iloc[0], "Spearman rho", "positive")]
-    + [verdict_row(f"... and {row.metric} (learning rate and weight decay varied)",
-                   "Carbonnelle & De Vleeschouwer 2019 (claim 3)", row, "Spearman rho", "positive")
-       for _, row in rho_within.iterrows()]
-    + [verdict_row(f"Adam's update ratios are more even across layers than SGD's ({row.contrast})",
-                   "You et al. 2017 (LARS), premise", row, "Δ spread", "negative")
-       for _, row in spread_tests.iterrows()])
+verdict = verdict_table(study.verdict_rows(rho, rho_within, spread_tests))
 out.save_table("verdict", verdict)
-out.save_summary(title="Per-layer training dynamics: SGD vs Adam, and layer rotation vs generalisation",
-                 question="Where, layer by layer, do SGD and Adam differ, and does larger layer rotation go with better test accuracy?",
-                 verdict=verdict, runs=result.status_counts(), params={"seeds": seeds, "arms": arms, "train": train})
-verdict.style.format(escape="html").hide(axis="index")
+out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
+                 params={"seeds": seeds, "arms": arms, "train": train})
+format_verdict_table(verdict)

@@ -15,7 +15,7 @@
 #
 # Under full-batch gradient descent with step size η, does the top Hessian eigenvalue λ_max rise until it reaches 2/η and then hover there while the loss keeps falling (Cohen et al., ICLR 2021)? Does mini-batch SGD settle below that edge, and does learning-rate warm-up keep the early trajectory out of high-curvature regions?
 #
-# MNIST-1D (generated locally), a 3-hidden-layer ReLU MLP, cross-entropy loss. λ_max of the full training-loss Hessian is measured every few steps by Lanczos (warm-started from the previous eigenvector, relative residual below a tolerance; unconverged values are recorded as such). Protocol fixed in advance: a run *reaches* the edge at the first probe with λ_max ≥ `threshold`·2/η; the *hover ratio* η·λ_max/2 is averaged over the `window` steps after that; the claim holds when every learning rate's 95% CI of the hover ratio lies within [1 − `margin`, 1 + `margin`]. Claim 7 of `PHENOMENA.md`.
+# MNIST-1D (generated locally), a 3-hidden-layer ReLU MLP, cross-entropy loss. λ_max of the full training-loss Hessian is measured every few steps by Lanczos (warm-started from the previous eigenvector, relative residual below a tolerance; unconverged values are recorded as such). Protocol fixed in advance: a run *reaches* the edge at the first probe with λ_max ≥ `threshold`·2/η; the *hover ratio* η·λ_max/2 is averaged over the `window` steps after that; the claim holds when every learning rate's 95% CI of the hover ratio lies within [1 − `margin`, 1 + `margin`]. Claim 7 of `docs/claims.md` (published as `claims.html` beside this report).
 #
 # Render: `papermill notebooks/04-edge-of-stability.ipynb out.ipynb -f notebooks/params/04-edge-of-stability/default.yaml` (or `make report`).
 
@@ -46,23 +46,14 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 # Derived configuration: every parameter is validated here, before any training.
 
 # %%
-import pandas as pd
+from analysis_lib import (StudyOutputs, compare_conditions, expand_grid, format_test_table, format_verdict_table,
+                          grid_executor, mean_ci, run_grid, verdict_table)
+from analysis_lib.plots import curvature as curvature_plots, training as training_plots
+from analysis_lib.studies import edge_of_stability as study
 
-from analysis_lib import plots, stats
-from analysis_lib.config import check_fraction, check_subset
-from analysis_lib.effects import mean_ci
-from analysis_lib.executors import grid_executor
-from analysis_lib.grid import expand_grid, run_grid
-from analysis_lib.outputs import StudyOutputs
-from analysis_lib.stability import hover_verdict, share_verdict, stability_table
-from analysis_lib.verdicts import verdict_row, verdict_table, verdict_within
-
-check_subset("arms", ["gd", "sgd", "warmup"], arms)
-check_fraction("threshold", threshold)
-check_fraction("margin", margin)
 configs = expand_grid({"data": data, "model": model, "train": train, "probes": probes}, arms, seeds)
-check_subset("sgd_lr", [sgd_lr], sorted({c.train.lr for c in configs if dict(c.conditions)["arm"] == "gd"}))
-check_subset("warmup_lr", [warmup_lr], sorted({c.train.lr for c in configs if dict(c.conditions)["arm"] == "gd"}))
+study.check_parameters(configs, arms, sgd_lr=sgd_lr, warmup_lr=warmup_lr, threshold=threshold, margin=margin,
+                       window=window, early=early, n_boot=n_boot)
 out = StudyOutputs("04-edge-of-stability", output_dir)
 print(f"{len(configs)} runs: {len(arms)} arms x their conditions x {len(seeds)} seeds")
 
@@ -72,11 +63,11 @@ print(f"{len(configs)} runs: {len(arms)} arms x their conditions x {len(seeds)} 
 # %%
 with grid_executor(workers, scheduler) as executor:
     result = run_grid(configs, executor=executor)
-metrics = result.metrics
+metrics, learning_rates = result.metrics, result.parameter("train.lr")
 result.runs.groupby(["arm", "lr", "batch_size", "status"]).size().rename("runs").reset_index()
 
 # %%
-summary = stability_table(metrics, threshold=threshold, window=window, early=early)
+summary = study.stability_table(metrics, learning_rates, threshold=threshold, window=window, early=early)
 gd = summary[summary["arm"] == "gd"]
 gd_curves = metrics[metrics["arm"] == "gd"]
 
@@ -84,14 +75,14 @@ gd_curves = metrics[metrics["arm"] == "gd"]
 # **λ_max over full-batch gradient descent, one panel per learning rate** (one line per seed; dashed: 2/η). Look for the rise (progressive sharpening) and whether it stops at the dashed line.
 
 # %%
-fig = plots.plot_sharpness(gd_curves, col="lr")
+fig = curvature_plots.plot_sharpness(gd_curves, col="lr", learning_rates=learning_rates)
 out.save_figure("sharpness_gd", fig)
 
 # %% [markdown]
 # **Training loss under full-batch gradient descent.** At the edge of stability the loss keeps falling over long horizons while rising on some steps.
 
 # %%
-fig = plots.plot_sharpness(gd_curves, col="lr", metric="batch_loss", logy=True)
+fig = curvature_plots.plot_sharpness(gd_curves, col="lr", metric="batch_loss", logy=True)
 out.save_figure("loss_gd", fig)
 
 # %% [markdown]
@@ -107,7 +98,7 @@ edge
 # **Hover ratio per run** (η·λ_max/2 averaged over the window after reaching the edge; 1 means λ_max = 2/η exactly; the band marks the margin fixed in advance).
 
 # %%
-fig = plots.plot_run_values(gd[gd["metric"] == "hover_ratio"], x="lr", ylabel="η·λ_max/2 after reaching the edge",
+fig = training_plots.plot_run_values(gd[gd["metric"] == "hover_ratio"], x="lr", ylabel="η·λ_max/2 after reaching the edge",
                             band=(1 - margin, 1 + margin))
 out.save_figure("hover_ratio", fig)
 
@@ -116,7 +107,7 @@ out.save_figure("hover_ratio", fig)
 
 # %%
 sgd_curves = metrics[(metrics["lr"] == sgd_lr) & metrics["arm"].isin(["gd", "sgd"])]
-fig = plots.plot_sharpness(sgd_curves, col="batch_size", lr=sgd_lr)
+fig = curvature_plots.plot_sharpness(sgd_curves, col="batch_size", learning_rates=learning_rates)
 out.save_figure("sharpness_sgd", fig)
 
 # %% [markdown]
@@ -124,7 +115,7 @@ out.save_figure("sharpness_sgd", fig)
 
 # %%
 trace_curves = metrics[metrics["arm"] == "sgd"]
-fig = plots.plot_sharpness(trace_curves, col="batch_size", metric="hessian_trace")
+fig = curvature_plots.plot_sharpness(trace_curves, col="batch_size", metric="hessian_trace")
 out.save_figure("trace_sgd", fig)
 
 # %% [markdown]
@@ -132,23 +123,23 @@ out.save_figure("trace_sgd", fig)
 
 # %%
 late = summary[(summary["lr"] == sgd_lr) & summary["arm"].isin(["gd", "sgd"]) & (summary["metric"] == "late_ratio")]
-sgd_tests = stats.compare_conditions(late, "batch_size", baseline=0, n_boot=n_boot)
+sgd_tests = compare_conditions(late, "batch_size", baseline=0, n_boot=n_boot)
 out.save_table("sgd_tests", sgd_tests)
-plots.format_test_table(sgd_tests)
+format_test_table(sgd_tests)
 
 # %% [markdown]
 # **Warm-up** (linear, `early` steps) vs none at the same learning rate: λ_max over the first steps, then the peak of η·λ_max/2 in that phase, warm-up minus none, paired by seed.
 
 # %%
 warm_curves = metrics[(metrics["lr"] == warmup_lr) & metrics["arm"].isin(["gd", "warmup"]) & (metrics["step"] <= 2 * early)]
-fig = plots.plot_sharpness(warm_curves, col="warmup_steps", lr=warmup_lr)
+fig = curvature_plots.plot_sharpness(warm_curves, col="warmup_steps", learning_rates=learning_rates)
 out.save_figure("sharpness_warmup", fig)
 
 # %%
 peaks = summary[(summary["lr"] == warmup_lr) & summary["arm"].isin(["gd", "warmup"]) & (summary["metric"] == "early_peak")]
-warmup_tests = stats.compare_conditions(peaks, "warmup_steps", baseline=0, n_boot=n_boot)
+warmup_tests = compare_conditions(peaks, "warmup_steps", baseline=0, n_boot=n_boot)
 out.save_table("warmup_tests", warmup_tests)
-plots.format_test_table(warmup_tests)
+format_test_table(warmup_tests)
 
 # %% [markdown]
 # ## Verdict
@@ -156,23 +147,8 @@ plots.format_test_table(warmup_tests)
 # Rules fixed in advance: sharpening reproduces when every full-batch run reaches `threshold`·2/η; hovering when each learning rate's CI of the hover ratio lies inside [1 − margin, 1 + margin] (outside: no); the loss claim when the loss fell over the window in every run that reached the edge; SGD and warm-up from the sign of the paired difference's CI.
 
 # %%
-hover = edge[edge["metric"] == "hover_ratio"].set_index("lr")
-reached = gd[gd["metric"] == "reached"]["value"]
-falls = gd[gd["metric"] == "loss_falls"]["value"].dropna()
-verdict = verdict_table(
-    [{"claim": "Under full-batch GD, λ_max rises until it reaches 2/η", "source": "Cohen et al. 2021 (claim 7)",
-      "measured": f"{int(reached.sum())} of {len(reached)} runs reached {threshold}·2/η", "n": len(reached),
-      "reproduced": share_verdict(reached)}]
-    + [hover_verdict(hover, lr, margin) for lr in sorted(gd["lr"].unique())]
-    + [{"claim": "... while the loss keeps falling (non-monotonically)", "source": "Cohen et al. 2021 (claim 7)",
-        "measured": f"loss fell over the window in {int(falls.sum())} of {len(falls)} runs at the edge", "n": len(falls),
-        "reproduced": share_verdict(falls)}]
-    + [verdict_row(f"SGD settles below the edge ({row.contrast})", "Cohen et al. 2021; dynamical stability of SGD",
-                   row, "Δ late η·λ_max/2", "negative") for _, row in sgd_tests.iterrows()]
-    + [verdict_row("Warm-up keeps early curvature lower", "Gilmer et al. 2022 (loss-curvature view of instability)",
-                   row, "Δ early peak η·λ_max/2", "negative") for _, row in warmup_tests.iterrows()])
+verdict = verdict_table(study.verdict_rows(gd, edge, sgd_tests, warmup_tests, threshold=threshold, margin=margin))
 out.save_table("verdict", verdict)
-out.save_summary(title="Progressive sharpening and the edge of stability",
-                 question="Under full-batch GD, does λ_max rise to 2/η and hover there; does SGD settle lower; does warm-up keep early curvature down?",
-                 verdict=verdict, runs=result.status_counts(), params={"seeds": seeds, "arms": arms, "train": train})
-verdict.style.format(escape="html").hide(axis="index")
+out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
+                 params={"seeds": seeds, "arms": arms, "train": train})
+format_verdict_table(verdict)

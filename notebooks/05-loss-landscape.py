@@ -13,9 +13,9 @@
 # %% [markdown]
 # # Filter-normalised loss landscapes: batch size, residual connections and scale invariance
 #
-# Li et al. ("Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018) plot the loss along random Gaussian directions rescaled filter by filter, d_f ← d_f ‖θ_f‖/‖d_f‖ (a filter is a row of a Linear weight; biases get 0). They report that small-batch minima look flatter than large-batch ones *only after* filter normalisation (without it, the comparison follows the scale of the weights, which weight decay changes), and that residual connections make surfaces smoother. Claim 9 of `PHENOMENA.md`.
+# Li et al. ("Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018) plot the loss along random Gaussian directions rescaled filter by filter, d_f ← d_f ‖θ_f‖/‖d_f‖ (a filter is a row of a Linear weight; biases get 0). They report that small-batch minima look flatter than large-batch ones *only after* filter normalisation (without it, the comparison follows the scale of the weights, which weight decay changes), and that residual connections make surfaces smoother. Claim 9 of `docs/claims.md` (published as `claims.html` beside this report).
 #
-# MNIST-1D (generated locally), ReLU MLPs trained with SGD; the same initial weights for every condition of a seed (comparisons are paired by seed). Around each final θ we evaluate the training loss on 1-D slices L(θ + α d) along `direction_seeds` random directions, filter-normalised and unnormalised (raw N(0, I), which needs a much smaller radius), and summarise each slice: **curvature** (2× the quadratic coefficient of a least-squares fit over the central `fit_fraction` of the slice), **rise** (mean loss increase at ±radius) and **roughness** (excess total variation: 0 for any bowl, > 0 for every extra bump; exact definitions in `analysis_lib/landscape_summaries.py`). Protocol fixed in advance: a direction-averaged summary per run, large − small batch (and residual − plain) paired by seed, Holm-adjusted, verdicts read off the 95% CI and p < 0.05. The spread across directions (Monte-Carlo error of a random-direction estimate) is reported beside.
+# MNIST-1D (generated locally), ReLU MLPs trained with SGD; the same initial weights for every condition of a seed (comparisons are paired by seed). Around each final θ we evaluate the training loss on 1-D slices L(θ + α d) along `direction_seeds` random directions, filter-normalised and unnormalised (raw N(0, I), which needs a much smaller radius), and summarise each slice: **curvature** (2× the quadratic coefficient of a least-squares fit over the central `fit_fraction` of the slice), **rise** (mean loss increase at ±radius) and **roughness** (excess total variation: 0 for any bowl, > 0 for every extra bump; exact definitions in `analysis_lib/landscape/slices.py`). Protocol fixed in advance: a direction-averaged summary per run, large − small batch (and residual − plain) paired by seed, Holm-adjusted, verdicts read off the 95% CI and p < 0.05. The spread across directions (Monte-Carlo error of a random-direction estimate) is reported beside.
 #
 # Render: `papermill notebooks/05-loss-landscape.ipynb out.ipynb -f notebooks/params/05-loss-landscape/default.yaml` (or `make report`).
 
@@ -48,26 +48,17 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 # %%
 import pandas as pd
 
-from analysis_lib import landscape_plots, plots, stats
-from analysis_lib.config import check_fraction, check_subset
-from analysis_lib.directions import equivalent_rescaling
-from analysis_lib.executors import grid_executor
-from analysis_lib.grid import expand_grid, run_grid
-from analysis_lib.landscape_summaries import normalisation_verdict, scale_invariance_verdict, slice_summaries, summary_table
-from analysis_lib.outputs import StudyOutputs
-from analysis_lib.surfaces import check_surface_parameters, load_run_model, run_surfaces, surface_table
-from analysis_lib.verdicts import verdict_row, verdict_table
+from analysis_lib import (StudyOutputs, compare_conditions, equivalent_rescaling, expand_grid, format_test_table,
+                          format_verdict_table, grid_executor, last_step, run_grid, run_surfaces, slice_summaries,
+                          surface_table, verdict_table)
+from analysis_lib.landscape.slices import summary_table
+from analysis_lib.plots import landscape as landscape_plots
+from analysis_lib.studies import loss_landscape as study
 
-check_subset("arms", ["batch", "residual"], arms)
-check_subset("probes.names", ["weights"], probes.get("names", []))
-check_fraction("fit_fraction", fit_fraction)
-check_surface_parameters(radius=radius, slice_points=slice_points, map_points=map_points,
-                         direction_seeds=direction_seeds, rescale_factor=rescale_factor)
-check_subset("radius", ["filter", "none"], list(radius))  # the study compares these two
 configs = expand_grid({"data": data, "model": model, "train": train, "probes": probes}, arms, seeds)
-batch_configs = [c for c in configs if dict(c.conditions)["arm"] == "batch"]
-check_subset("small_batch", [small_batch], sorted({c.train.batch_size for c in batch_configs}))
-check_subset("arms.batch", [0.0], sorted({c.train.weight_decay for c in batch_configs}))  # the rescaled network needs a wd 0 run
+study.check_parameters(configs, arms=arms, probes=probes, fit_fraction=fit_fraction, radius=radius,
+                       slice_points=slice_points, map_points=map_points, direction_seeds=direction_seeds,
+                       rescale_factor=rescale_factor, small_batch=small_batch, n_boot=n_boot)
 out = StudyOutputs("05-loss-landscape", output_dir)
 print(f"{len(configs)} runs: {len(arms)} arms x their conditions x {len(seeds)} seeds; "
       f"{len(direction_seeds)} directions x {list(radius)} normalisations per run")
@@ -78,7 +69,7 @@ print(f"{len(configs)} runs: {len(arms)} arms x their conditions x {len(seeds)} 
 # %%
 with grid_executor(workers, scheduler) as executor:
     result = run_grid(configs, executor=executor)
-final = result.metrics[result.metrics["step"] == result.metrics.groupby("run_id")["step"].transform("max")]
+final = last_step(result.metrics)
 final[final["metric"].isin(["train_loss", "test_acc"])].pivot_table(
     index=["arm", "batch_size", "weight_decay", "residual"], columns="metric", values="value", aggfunc="mean")
 
@@ -86,7 +77,7 @@ final[final["metric"].isin(["train_loss", "test_acc"])].pivot_table(
 # Loss along every direction around every run's final weights (training set), then the summaries of each slice and their mean over directions per run (with the bootstrap CI across directions: the Monte-Carlo error of the random-direction estimate).
 
 # %%
-surfaces = run_surfaces(configs, result, seeds=direction_seeds, normalizations=list(radius), radius=radius, steps=slice_points)
+surfaces = run_surfaces(result, seeds=direction_seeds, normalizations=list(radius), radius=radius, steps=slice_points)
 summaries = slice_summaries(surfaces, fit_fraction=fit_fraction)
 summaries["layer"] = summaries["normalization"]  # test tables carry the normalisation in their "layer" column
 per_run = summary_table(summaries, n_boot=n_boot).rename(columns={"mean": "value"})
@@ -105,8 +96,7 @@ out.save_figure("slices_batch", fig)
 # **2-D filter-normalised maps of the training loss** around the first seed's minimum for each batch size (no weight decay; one pair of directions, shared contour levels; the star is θ). Look for the width of the basin around the star.
 
 # %%
-map_configs = [c for c in batch_configs if c.seed == seeds[0] and c.train.weight_decay == 0]
-maps = run_surfaces(map_configs, result, seeds=direction_seeds[:1], radius=radius.get("filter", 1.0), dims=2, steps=map_points)
+maps = run_surfaces(result, result.run_ids(arm="batch", seed=seeds[0], weight_decay=0.0), seeds=direction_seeds[:1], radius=radius.get("filter", 1.0), dims=2, steps=map_points)
 fig = landscape_plots.plot_surface_maps(maps, col="batch_size", kind="filled")
 out.save_figure("maps_batch", fig)
 
@@ -121,17 +111,17 @@ out.save_figure("curvature_batch", fig)
 # **Large − small batch, paired by seed** (direction-averaged curvature and rise; `layer` holds the normalisation; Holm-adjusted over the table).
 
 # %%
-batch_tests = stats.compare_conditions(summaries[(summaries["arm"] == "batch") & summaries["metric"].isin(["curvature", "rise"])],
+batch_tests = compare_conditions(summaries[(summaries["arm"] == "batch") & summaries["metric"].isin(["curvature", "rise"])],
                                        "batch_size", baseline=small_batch, by=("metric", "layer", "weight_decay"), n_boot=n_boot)
 out.save_table("batch_tests", batch_tests)
-plots.format_test_table(batch_tests)
+format_test_table(batch_tests)
 
 # %% [markdown]
 # **Why normalise: an equivalent network.** The first seed's small-batch run (no weight decay), and a copy with fc1 multiplied by `rescale_factor` and fc2 divided by it (ReLU is positively homogeneous, so it computes the same function). Look for the two curves coinciding under `filter` and separating under `none`.
 
 # %%
-base = next(c for c in batch_configs if c.seed == seeds[0] and c.train.batch_size == small_batch and c.train.weight_decay == 0)
-net, dataset = load_run_model(base)
+base = result.run_ids(arm="batch", seed=seeds[0], batch_size=small_batch, weight_decay=0.0)[0]
+net, dataset = result.model(base), result.configs[base].dataset()
 rescaled = pd.concat([surface_table(m, {"train": (dataset.x_train, dataset.y_train)}, seeds=direction_seeds, radius=r,
                                     steps=slice_points, normalization=n).assign(model=k, normalization=n)
                       for k, m in {"original": net, "rescaled": equivalent_rescaling(net, rescale_factor)}.items()
@@ -156,8 +146,7 @@ out.save_figure("slices_residual", fig)
 # **2-D filter-normalised maps, plain vs residual** (first seed; shared, log-spaced contour levels; the star is θ). Look for irregular, non-convex contours.
 
 # %%
-map_configs = [c for c in configs if dict(c.conditions)["arm"] == "residual" and c.seed == seeds[0]]
-maps = run_surfaces(map_configs, result, seeds=direction_seeds[:1], radius=radius.get("filter", 1.0), dims=2, steps=map_points)
+maps = run_surfaces(result, result.run_ids(arm="residual", seed=seeds[0]), seeds=direction_seeds[:1], radius=radius.get("filter", 1.0), dims=2, steps=map_points)
 fig = landscape_plots.plot_surface_maps(maps, col="residual", kind="contour", log_levels=True)
 out.save_figure("maps_residual", fig)
 
@@ -165,10 +154,10 @@ out.save_figure("maps_residual", fig)
 # **Residual − plain, paired by seed** (direction-averaged curvature, rise and roughness; Holm-adjusted).
 
 # %%
-residual_tests = stats.compare_conditions(summaries[summaries["arm"] == "residual"], "residual", baseline=False,
+residual_tests = compare_conditions(summaries[summaries["arm"] == "residual"], "residual", baseline=False,
                                           by=("metric", "layer"), n_boot=n_boot)
 out.save_table("residual_tests", residual_tests)
-plots.format_test_table(residual_tests)
+format_test_table(residual_tests)
 
 # %% [markdown]
 # ## Verdict
@@ -178,17 +167,8 @@ plots.format_test_table(residual_tests)
 # Read with the training table above: conditions that end at different training losses (a residual network trains further in the same steps) compare minima at different heights, so a sharpness difference mixes geometry with how far training went.
 
 # %%
-source = "Li et al. 2018 (claim 9)"
-verdict = verdict_table(
-    [verdict_row(f"Large-batch minima are sharper than small-batch ones under filter normalisation ({row.metric}, {row.contrast})",
-                 source, row, f"Δ {row.metric}", "positive") for _, row in batch_tests[batch_tests["layer"] == "filter"].iterrows()]
-    + [normalisation_verdict(batch_tests, "curvature", claim="... and the comparison shows only after filter normalisation", source=source),
-       scale_invariance_verdict(rescaled_summaries, claim="Unnormalised sharpness changes under an equivalent rescaling; filter-normalised does not",
-                                source="Dinh et al. 2017; Li et al. 2018")]
-    + [verdict_row(f"Residual connections give {'smoother' if row.metric == 'roughness' else 'flatter'} surfaces ({row.metric})",
-                   source, row, f"Δ {row.metric}", "negative")
-       for _, row in residual_tests[(residual_tests["layer"] == "filter") & residual_tests["metric"].isin(["roughness", "curvature"])].iterrows()])
+verdict = verdict_table(study.verdict_rows(batch_tests, residual_tests, rescaled_summaries))
 out.save_table("verdict", verdict)
-out.save_summary(title="Filter-normalised loss landscapes", question="Do small-batch minima look flatter than large-batch ones only after filter normalisation, and do residual connections smooth the landscape?",
-                 verdict=verdict, runs=result.status_counts(), params={"seeds": seeds, "arms": arms, "train": train, "direction_seeds": direction_seeds, "radius": radius})
-verdict.style.format(escape="html").hide(axis="index")
+out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
+                 params={"seeds": seeds, "arms": arms, "train": train, "direction_seeds": direction_seeds, "radius": radius})
+format_verdict_table(verdict)

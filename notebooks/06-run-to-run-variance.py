@@ -13,7 +13,7 @@
 # %% [markdown]
 # # Run-to-run variance: butterfly twins, accuracy noise and trajectory PCA
 #
-# How much do runs of one training recipe differ, and why? Three claims of `PHENOMENA.md`:
+# How much do runs of one training recipe differ, and why? Three claims of `docs/claims.md` (published as `claims.html` beside this report):
 #
 # - **Claim 10, the butterfly effect** (Altıntaş et al. 2025): a tiny perturbation of the weights early in training leads to a different minimum, measured by the L2 distance between the *twins* and the loss barrier on the straight line between them, max_α [L((1−α)θ_A + αθ_B) − ((1−α)L(θ_A) + αL(θ_B))]; both shrink when the perturbation comes later. Each *parent* run gets *twins* with the same seed (same initial weights and data order) whose weights receive Gaussian noise of relative size `perturb_scale` after each of `perturb_steps` updates; *independent* pairs (two parents of different seeds) are the reference. Barriers are measured without and with weight matching (Ainsworth et al. 2023, "Git Re-Basin"), which permutes the hidden units of B into A's basis first.
 # - **Claim 11, variance between runs** (Jordan 2023, "Calibrated Chaos"): the between-seed variance of test accuracy against the binomial prediction Σ_i p_i(1 − p_i)/n² from each test example's correctness rate p_i across the parents.
@@ -54,33 +54,23 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 # %%
 import pandas as pd
 
-from analysis_lib import landscape_plots, plots, stats, variability_plots
-from analysis_lib.data import load_dataset
-from analysis_lib.effects import mean_ci
-from analysis_lib.executors import grid_executor
-from analysis_lib.grid import expand_grid, run_grid
-from analysis_lib.interpolation import check_batchnorm_rule, default_alphas
-from analysis_lib.matching import check_matchable
-from analysis_lib.models import build_model
-from analysis_lib.outputs import StudyOutputs
-from analysis_lib.probes import probe_steps
-from analysis_lib.trajectory import (check_pca_parameters, explained_variance_table, layer_sizes, pca_verdicts,
-                                     projection_table)
-from analysis_lib.twins import (apart_verdicts, check_twin_design, pair_distances, pair_interpolations,
-                                pair_summary, twin_pairs)
-from analysis_lib.variance import (accuracy_variance, check_variance_factor, per_example_correctness,
-                                  variance_verdict)
-from analysis_lib.verdicts import verdict_row, verdict_table
+from analysis_lib import (StudyOutputs, accuracy_variance, compare_conditions, explained_variance_table,
+                          format_test_table, format_verdict_table, grid_executor, mean_ci, pair_distances, run_grid,
+                          verdict_table)
+from analysis_lib.landscape.interpolation import default_alphas, pair_interpolations
+from analysis_lib.layers import layer_sizes
+from analysis_lib.plots import landscape as landscape_plots, seed_variance as variance_plots
+from analysis_lib.plots import training as training_plots, trajectories as trajectory_plots
+from analysis_lib.studies import run_to_run as study
+from analysis_lib.training.evaluation import per_example_correctness
+from analysis_lib.trajectories.pca import projection_table
 
-base = {"data": data, "model": model, "train": train, "probes": probes}
-configs = (expand_grid(base, {"parent": {"train.perturb_step": [0], "train.perturb_scale": [0.0]}}, seeds)
-           + expand_grid(base, {"twin": {"train.perturb_step": perturb_steps, "train.perturb_scale": [perturb_scale],
-                                         "train.perturb_seed": [perturb_seed]}}, twin_seeds))
-check_twin_design(seeds, twin_seeds, perturb_scale, configs[0].probes.names, comparable, barrier_min)
-check_matchable(configs[0].model)
-check_batchnorm_rule(batchnorm)
-check_pca_parameters(pca_from, probe_steps(configs[0].probes, configs[0].train.steps), pca_components, pca_top, pca_margin)
-check_variance_factor(variance_factor)
+configs = study.twin_grid({"data": data, "model": model, "train": train, "probes": probes}, seeds, twin_seeds,
+                          perturb_steps, perturb_scale, perturb_seed)
+study.check_parameters(configs, seeds=seeds, twin_seeds=twin_seeds, perturb_scale=perturb_scale, comparable=comparable,
+                       barrier_min=barrier_min, batchnorm=batchnorm, alphas=alphas, pca_from=pca_from,
+                       pca_components=pca_components, pca_top=pca_top, pca_margin=pca_margin,
+                       variance_factor=variance_factor, n_boot=n_boot)
 line = default_alphas(alphas)
 out = StudyOutputs("06-run-to-run-variance", output_dir)
 print(f"{len(configs)} runs: {len(seeds)} parents and {len(twin_seeds)} x {len(perturb_steps)} twins")
@@ -94,10 +84,10 @@ with grid_executor(workers, scheduler) as executor:
 result.runs.groupby(["arm", "perturb_step", "status"]).size().rename("runs").reset_index()
 
 # %%
-dataset = load_dataset(configs[0].data)
-net = build_model(configs[0].model, dataset.n_features, dataset.n_classes, seed=0)
+dataset = configs[0].dataset()
+net = configs[0].build_model()  # the architecture: weights come from each run's checkpoints
 trajectories, finals = result.checkpoints("trajectory"), result.checkpoints("final")
-pairs = twin_pairs(result.runs)
+pairs = study.twin_pairs(result.runs)
 parents = result.runs[(result.runs["arm"] == "parent") & (result.runs["status"] == "finished")]["run_id"].tolist()
 splits = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
 
@@ -108,7 +98,7 @@ splits = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, 
 
 # %%
 distances = pair_distances(pairs, trajectories, layer_sizes(net))
-fig = plots.plot_metric_over_training(distances, "relative_distance", hue="pair", layers=["model", *layer_sizes(net)], logy=True)
+fig = training_plots.plot_metric_over_training(distances, "relative_distance", hue="pair", layers=["model", *layer_sizes(net)], logy=True)
 out.save_figure("twin_distance", fig)
 
 # %% [markdown]
@@ -130,8 +120,8 @@ out.save_figure("interpolation_test_acc", fig)
 # **Barriers per pair** (train loss; one dot per seed, mean with 95% CI), without and with weight matching. Look for barriers that fall as the perturbation comes later, and for how much matching removes between independent runs.
 
 # %%
-summary = pair_summary(distances, barriers)
-fig = plots.plot_run_values(summary[summary["metric"] == "barrier"], x="matched", col="pair", ylabel="train-loss barrier (nats)")
+summary = study.pair_summary(distances, barriers)
+fig = training_plots.plot_run_values(summary[summary["metric"] == "barrier"], x="matched", col="pair", ylabel="train-loss barrier (nats)")
 out.save_figure("barriers", fig)
 
 # %%
@@ -144,18 +134,18 @@ barrier_table
 
 # %%
 twin_rows = summary[(summary["pair"] != "independent") & ~summary["matched"]].astype({"perturb_step": int})
-timing_tests = stats.compare_conditions(twin_rows, "perturb_step", baseline=0, by=("metric",), n_boot=n_boot)
+timing_tests = compare_conditions(twin_rows, "perturb_step", baseline=0, by=("metric",), n_boot=n_boot)
 out.save_table("perturbation_time_tests", timing_tests)
-plots.format_test_table(timing_tests)
+format_test_table(timing_tests)
 
 # %% [markdown]
 # **What does weight matching change?** Train-loss barrier with matching minus without, per kind of pair, paired by seed.
 
 # %%
 matching_rows = summary[summary["metric"] == "barrier"]
-matching_tests = stats.compare_conditions(matching_rows, "matched", baseline=False, by=("metric", "pair"), n_boot=n_boot)
+matching_tests = compare_conditions(matching_rows, "matched", baseline=False, by=("metric", "pair"), n_boot=n_boot)
 out.save_table("matching_tests", matching_tests)
-plots.format_test_table(matching_tests)
+format_test_table(matching_tests)
 
 # %% [markdown]
 # ## Claim 11: variance of test accuracy between seeds
@@ -164,7 +154,7 @@ plots.format_test_table(matching_tests)
 
 # %%
 correct = per_example_correctness(net, {rid: finals[rid] for rid in parents}, dataset.x_test, dataset.y_test)
-fig = variability_plots.plot_correctness_rates(correct.mean(axis=0).rename("rate").to_frame(), n_runs=len(parents))
+fig = variance_plots.plot_correctness_rates(correct.mean(axis=0).rename("rate").to_frame(), n_runs=len(parents))
 out.save_figure("correctness_rates", fig)
 
 # %% [markdown]
@@ -183,14 +173,14 @@ variance
 # %%
 pca = explained_variance_table({rid: trajectories[rid] for rid in parents}, pca_components, from_steps=pca_from)
 out.save_table("explained_variance", pca)
-fig = variability_plots.plot_explained_variance(pca)
+fig = trajectory_plots.plot_explained_variance(pca)
 out.save_figure("explained_variance", fig)
 
 # %% [markdown]
 # **Trajectories in the plane of their own first two components** (colour: step). A random walk traces an arc, PC2 close to a parabola in PC1; so does almost any smooth path, which is why the shape alone says little and the ratios above are the test.
 
 # %%
-fig = variability_plots.plot_trajectory_projections(projection_table({rid: trajectories[rid] for rid in parents}, 2))
+fig = trajectory_plots.plot_trajectory_projections(projection_table({rid: trajectories[rid] for rid in parents}, 2))
 out.save_figure("trajectory_projections", fig)
 
 # %% [markdown]
@@ -199,17 +189,11 @@ out.save_figure("trajectory_projections", fig)
 # Rules fixed in advance, as stated at the top. Distances and barriers from paired differences against step 0 (expected negative); matching from the paired difference on independent pairs (expected negative).
 
 # %%
-verdict = verdict_table(
-    apart_verdicts(summary, comparable=comparable, barrier_min=barrier_min, perturb_scale=perturb_scale, n_boot=n_boot)
-    + [verdict_row(f"Later perturbations leave twins closer: {row.metric} ({row.contrast})", "Altıntaş et al. 2025 (claim 10)",
-                   row, f"Δ {row.metric}", "negative") for _, row in timing_tests.iterrows()]
-    + [verdict_row("Weight matching lowers the barrier between independent runs", "Ainsworth et al. 2023 (Git Re-Basin)",
-                   row, "Δ train-loss barrier", "negative") for _, row in matching_tests.iterrows() if "independent" in row.contrast]
-    + [variance_verdict(variance.iloc[[0]], variance_factor)]
-    + pca_verdicts(pca, top=pca_top, margin=pca_margin, n_boot=n_boot))
+verdict = verdict_table(study.verdict_rows(summary, timing_tests, matching_tests, variance, pca, comparable=comparable,
+                                           barrier_min=barrier_min, perturb_scale=perturb_scale,
+                                           variance_factor=variance_factor, pca_top=pca_top, pca_margin=pca_margin,
+                                           n_boot=n_boot))
 out.save_table("verdict", verdict)
-out.save_summary(title="Run-to-run variance: butterfly twins, accuracy noise and trajectory PCA",
-                 question="Do tiny early perturbations send runs to different minima, is the seed-to-seed spread of test accuracy binomial noise, and do weight trajectories look like random walks under PCA?",
-                 verdict=verdict, runs=result.status_counts(),
+out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
                  params={"seeds": seeds, "twin_seeds": twin_seeds, "perturb_steps": perturb_steps, "perturb_scale": perturb_scale, "train": train})
-verdict.style.format(escape="html").hide(axis="index")
+format_verdict_table(verdict)

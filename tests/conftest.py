@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-# Set before torch is imported anywhere in the test process (see DESIGN.md, Speed).
+# Set before torch is imported anywhere in the test process (docs/architecture.md, "Threads").
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -32,12 +32,6 @@ def store_root(tmp_path):
 @pytest.fixture
 def tiny_config():
     """A run that trains in well under a second: Gaussian mixture, small MLP, 12 steps."""
-    from analysis_lib.config import config_from_dict
+    from tests.cases import tiny_config
 
-    return config_from_dict({
-        "data": {"name": "gaussian_mixture", "n_train": 120, "n_test": 60, "n_classes": 3, "n_features": 5},
-        "model": {"kind": "mlp", "depth": 2, "width": 8},
-        "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 30, "steps": 12},
-        "probes": {"schedule": "every", "every": 3},
-        "seed": 0,
-    })
+    return tiny_config()

@@ -1,0 +1,37 @@
+"""Study 02, fast vs slow thinking: the protocol, its tests and its verdict rows.
+
+- :mod:`.protocol`: conditions, parameter checks, per-example gradient spectra cached per run,
+  the accuracy gate that decides which trained models are comparable;
+- :mod:`.contrasts`: paired contrasts, cross-layer spreads, AUROC and effect sizes;
+- :mod:`.verdicts`: the verdict rows of claims 1 and 2.
+"""
+
+from ...lm.transformer import PROJECTIONS
+from .contrasts import (
+                        block_noise_profile,
+                        example_scores,
+                        matrix_tests,
+                        quality_effects,
+                        seed_means,
+                        separation_table,
+                        spread_table,
+                        spread_tests,
+                        summary_tests,
+)
+from .protocol import (
+                        CHECKPOINTS,
+                        CONDITIONS,
+                        QUESTION,
+                        TITLE,
+                        accuracy_table,
+                        check_parameters,
+                        comparable,
+                        exclusion_note,
+                        spectra_table,
+)
+from .verdicts import fastslow_verdicts as verdict_rows
+
+__all__ = ["CHECKPOINTS", "CONDITIONS", "PROJECTIONS", "QUESTION", "TITLE", "accuracy_table", "block_noise_profile",
+           "check_parameters", "comparable", "example_scores", "exclusion_note", "matrix_tests", "quality_effects",
+           "seed_means", "separation_table", "spectra_table", "spread_table", "spread_tests", "summary_tests",
+           "verdict_rows"]

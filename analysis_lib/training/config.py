@@ -1,0 +1,343 @@
+"""Frozen, validated configuration objects for one training run of the MLP / CNN family.
+
+A run is fully described by a :class:`RunConfig` (data, model, training, probes, seed). Every
+config validates itself on construction, so a bad parameter stops a study before any training
+with one message naming the parameter, the value given and what is allowed. A run config also
+says how it trains (:meth:`RunConfig.run`), so the run grid and the run store need to know
+nothing about model families (the tiny transformer's :class:`analysis_lib.lm.config.LMRunConfig`
+has the same shape).
+
+``config_from_dict`` builds a run config of any such class from nested plain dicts (YAML,
+papermill parameters); ``with_overrides`` applies dotted-key overrides such as
+``{"train.lr": 0.1}`` (what run grids use). :func:`run_identity` is what a run id hashes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+from ..validation import check_bool, check_choice, check_int, check_number, fail
+
+DATASETS = ("mnist1d", "digits", "gaussian_mixture")
+MODELS = ("mlp", "cnn")
+ACTIVATIONS = ("relu", "tanh", "gelu")
+NORMS = ("none", "batch", "layer")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "float64")
+DEFAULT_PROBES = ("eval", "grad_norm", "weight_norm", "update_ratio", "rotation", "dist_init")
+SCHEDULES = ("every", "log")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, how big, and how it is split.
+
+    ``split_seed`` fixes the generated data and the train/test split for every run seed, so
+    replicate seeds differ only in initialisation and data order.
+    """
+
+    name: str = "mnist1d"
+    n_train: int = 4000
+    n_test: int = 1000
+    n_classes: int = 10  # used by gaussian_mixture; mnist1d and digits have 10
+    n_features: int = 20  # used by gaussian_mixture
+    noise: float = 1.0  # gaussian_mixture: within-class standard deviation
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("data.name", self.name, DATASETS)
+        check_int("data.n_train", self.n_train, 1)
+        check_int("data.n_test", self.n_test, 1)
+        check_int("data.n_classes", self.n_classes, 2)
+        check_int("data.n_features", self.n_features, 1)
+        check_number("data.noise", self.noise, positive=True)
+        check_int("data.split_seed", self.split_seed, 0)
+        if self.name == "digits" and self.n_train + self.n_test > 1797:
+            fail("data.n_train", self.n_train,
+                 f"digits has 1797 samples, so n_train + n_test (= {self.n_train + self.n_test}) "
+                 "must be <= 1797")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture. ``depth`` counts hidden layers (MLP) or conv layers (CNN)."""
+
+    kind: str = "mlp"
+    depth: int = 2
+    width: int = 64  # MLP hidden units / CNN channels
+    activation: str = "relu"
+    residual: bool = False  # MLP only: x + f(x) between equal-width hidden layers
+    norm: str = "none"
+    kernel_size: int = 5  # CNN only
+
+    def __post_init__(self) -> None:
+        check_choice("model.kind", self.kind, MODELS)
+        check_int("model.depth", self.depth, 1)
+        check_int("model.width", self.width, 1)
+        check_choice("model.activation", self.activation, ACTIVATIONS)
+        check_choice("model.norm", self.norm, NORMS)
+        check_int("model.kernel_size", self.kernel_size, 1)
+        check_bool("model.residual", self.residual)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser loop. ``batch_size = 0`` means full-batch gradient descent."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.0  # SGD only
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    steps: int = 500
+    warmup_steps: int = 0  # linear lr warm-up from lr/warmup_steps to lr
+    device: str = "cpu"
+    dtype: str = "float32"
+    # A one-off perturbation of the weights after ``perturb_step`` updates (0 = at init): Gaussian
+    # noise from ``perturb_seed``, scaled to ``perturb_scale`` × ‖θ‖ over the whole model; 0 = none.
+    perturb_step: int = 0
+    perturb_scale: float = 0.0
+    perturb_seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        check_number("train.lr", self.lr, positive=True)
+        check_number("train.momentum", self.momentum, lo=0.0, hi=0.999999)
+        check_number("train.weight_decay", self.weight_decay, lo=0.0)
+        check_int("train.batch_size", self.batch_size, 0)
+        check_int("train.steps", self.steps, 1)
+        check_int("train.warmup_steps", self.warmup_steps, 0)
+        check_choice("train.device", self.device, DEVICES)
+        check_choice("train.dtype", self.dtype, DTYPES)
+        check_int("train.perturb_step", self.perturb_step, 0)
+        check_number("train.perturb_scale", self.perturb_scale, lo=0.0)
+        check_int("train.perturb_seed", self.perturb_seed, 0)
+        if self.perturb_step > self.steps:
+            fail("train.perturb_step", self.perturb_step,
+                 f"must be <= train.steps (= {self.steps}), the number of updates")
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                fail("train.device", self.device, "no CUDA device is available here; use 'cpu'")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Which probes run, and when.
+
+    ``names`` are registered probes (:func:`analysis_lib.training.probe.probe_names`; each is
+    documented in its class). The default probes are the cheap per-layer ones; the curvature
+    probes (``sharpness``, ``hessian_trace``, ``grad_overlap``, ``spectrum``) cost
+    Hessian-vector products and ``weights`` costs S × P × 4 bytes of disk per run, so they are
+    switched on by naming them.
+
+    ``schedule="every"`` probes at steps 0, every, 2*every, ... of each training phase;
+    ``"log"`` at ``points`` log-spaced steps. The last step of a phase is always probed.
+    """
+
+    names: tuple[str, ...] = DEFAULT_PROBES
+    schedule: str = "every"
+    every: int = 25
+    points: int = 30
+    curvature_samples: int = 0  # training samples the curvature probes use (the first n; 0 = all)
+    sharpness_tol: float = 1e-3  # relative residual tolerance of λ_max (Lanczos)
+    sharpness_max_steps: int = 60  # Hessian-vector products allowed per λ_max
+    trace_matvecs: int = 30  # Hutch++ products per trace estimate
+    overlap_k: int = 0  # grad_overlap: top-k Hessian eigenvectors (0 = the number of classes)
+    exact_max_dim: int = 3000  # spectrum: exact (dense) up to this many parameters, else SLQ
+
+    # Fields added after run ids were first computed, left out of the identity while at their
+    # default (see run_identity). None for this class: every field is part of every id.
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        check_probe_names(self)
+        check_choice("probes.schedule", self.schedule, SCHEDULES)
+        check_int("probes.every", self.every, 1)
+        check_int("probes.points", self.points, 2)
+        check_int("probes.curvature_samples", self.curvature_samples, 0)
+        check_number("probes.sharpness_tol", self.sharpness_tol, positive=True)
+        check_int("probes.sharpness_max_steps", self.sharpness_max_steps, 2)
+        check_int("probes.trace_matvecs", self.trace_matvecs, 6)
+        check_int("probes.overlap_k", self.overlap_k, 0)
+        check_int("probes.exact_max_dim", self.exact_max_dim, 1)
+
+
+def check_probe_names(probes) -> None:
+    """Validate a probe config's ``names`` against the probe registry and store them as a tuple."""
+    from .probe import probe_names
+
+    allowed = probe_names()
+    if isinstance(probes.names, str) or not isinstance(probes.names, (tuple, list)):
+        fail("probes.names", probes.names, f"must be a list drawn from {list(allowed)}")
+    object.__setattr__(probes, "names", tuple(probes.names))
+    for name in probes.names:
+        check_choice("probes.names", name, allowed)
+
+
+class RunConfigBase:
+    """What every run-config class shares (:class:`RunConfig`, the LM's ``LMRunConfig``, yours).
+
+    A run-config class is a frozen dataclass of sections (dataclasses), ``seed`` and
+    ``conditions``, with a class attribute ``KIND`` (None, or a tag that keeps its run ids apart
+    from other classes') and the methods ``run()`` (train, returning a
+    :class:`~analysis_lib.training.loop.TrainResult`) and ``build_model(state_dict=None)``.
+    The run grid, the store and the executors need nothing else.
+    """
+
+    KIND: ClassVar[str | None] = None
+
+    def __post_init__(self) -> None:
+        check_run_fields(self)
+
+    def identity(self) -> dict:
+        """The config as a plain dict without the ``conditions`` labels (hashed into the run id)."""
+        return run_identity(self)
+
+    def label(self, name: str, default: Any = None) -> Any:
+        """The value of the condition label ``name`` (e.g. ``"arm"``), or ``default``."""
+        return dict(self.conditions).get(name, default)
+
+
+@dataclass(frozen=True)
+class RunConfig(RunConfigBase):
+    """Everything that determines one run of the MLP / CNN family; equal configs give identical results.
+
+    ``conditions`` labels the run for tables (e.g. ``{"optimizer": "adam"}``); it does not take
+    part in the run's identity (see :func:`run_identity`).
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    seed: int = 0
+    conditions: tuple[tuple[str, Any], ...] = ()
+
+    def run(self):
+        """Train this run (:func:`analysis_lib.training.classifier.train_classifier`)."""
+        from .classifier import train_classifier
+
+        return train_classifier(self)
+
+    def build_model(self, state_dict: Mapping | None = None):
+        """The run's model in its dtype: initialised from ``seed``, or holding ``state_dict``."""
+        from .classifier import run_model
+
+        return run_model(self, state_dict)
+
+    def dataset(self):
+        """The run's dataset (:func:`analysis_lib.training.data.load_dataset`) in its dtype, on CPU."""
+        import torch
+
+        from .data import load_dataset
+
+        return load_dataset(self.data).to("cpu", getattr(torch, self.train.dtype))
+
+
+def check_run_fields(config) -> None:
+    """Validate the ``seed`` of a run config and store its ``conditions`` as a tuple of pairs."""
+    check_int("seed", config.seed, 0)
+    if isinstance(config.conditions, Mapping):
+        object.__setattr__(config, "conditions", tuple(config.conditions.items()))
+
+
+def run_identity(config) -> dict:
+    """A run config as a plain dict without its ``conditions`` labels: what its run id hashes.
+
+    A section's ``LATE_FIELDS`` (options added after run ids were first computed) are left out
+    while they hold their default, so a run stored before such an option existed keeps its id:
+    at its default the option changes nothing the run computes. A run-config class with a
+    ``KIND`` is tagged with it, so its ids never collide with another class's.
+    """
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.name == "conditions":
+            continue
+        value = getattr(config, f.name)
+        out[f.name] = _section_identity(value) if dataclasses.is_dataclass(value) else value
+    return out if config.KIND is None else {"kind": config.KIND, **out}
+
+
+def _section_identity(section) -> dict:
+    out = dataclasses.asdict(section)
+    defaults = {f.name: f.default for f in dataclasses.fields(section)}
+    for name in getattr(section, "LATE_FIELDS", ()):
+        if getattr(section, name) == defaults[name]:
+            out.pop(name)
+    return out
+
+
+def _sections(cls: type) -> dict[str, Any]:
+    """Section name -> default section of a run-config class (its dataclass-valued fields)."""
+    default = cls()
+    return {f.name: getattr(default, f.name) for f in dataclasses.fields(cls)
+            if dataclasses.is_dataclass(getattr(default, f.name))}
+
+
+def config_from_dict(spec: Mapping[str, Any], cls: type = RunConfig):
+    """Build a run config from nested dicts, rejecting unknown sections and keys by name.
+
+    Args:
+        spec: ``{"section": {"parameter": value}, "seed": 0}``.
+        cls: the run-config class: ``RunConfig``, or another with the same shape (sections,
+            ``seed``, ``conditions``), e.g. :class:`analysis_lib.lm.config.LMRunConfig`.
+            Parameters a section leaves out take that class's defaults.
+
+    Returns:
+        The validated config.
+    """
+    sections = _sections(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key in sections:
+            if not isinstance(value, Mapping):
+                fail(key, value, "must be a mapping of parameters")
+            kwargs[key] = _section(key, value, sections[key])
+        elif key in ("seed", "conditions"):
+            kwargs[key] = value
+        else:
+            fail(key, value, f"unknown section; allowed: {', '.join([*sections, 'seed'])}")
+    return cls(**kwargs)
+
+
+def _section(name: str, values: Mapping[str, Any], default):
+    known = {f.name for f in dataclasses.fields(default)}
+    for key in values:
+        if key not in known:
+            fail(f"{name}.{key}", values[key], f"unknown parameter; allowed: {', '.join(sorted(known))}")
+    return dataclasses.replace(default, **values)
+
+
+def with_overrides(config, overrides: Mapping[str, Any]):
+    """Return ``config`` (of any run-config class) with dotted-key overrides applied.
+
+    E.g. ``{"train.lr": 0.1, "seed": 3}``; the result is validated like a new config.
+    """
+    sections = _sections(type(config))
+    spec = {k: dataclasses.asdict(getattr(config, k)) for k in sections}
+    spec["seed"] = config.seed
+    spec["conditions"] = dict(config.conditions)
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if not name and section == "seed":
+            spec["seed"] = value
+        elif section in sections and name:
+            spec[section][name] = value
+        else:
+            fail(key, value, f"override keys look like 'section.parameter' with a section in "
+                             f"{', '.join(sections)}, or 'seed'")
+    return config_from_dict(spec, type(config))
+
+
+def lookup(config, key: str) -> Any:
+    """The value of a dotted config key, e.g. ``lookup(config, "train.lr")``."""
+    section, _, name = key.partition(".")
+    try:
+        return getattr(getattr(config, section), name) if name else getattr(config, section)
+    except AttributeError:
+        fail("key", key, f"not a parameter of {type(config).__name__}")

@@ -1,0 +1,110 @@
+"""Probes of the weights: norms, update ratios, rotation, distance from init, stored trajectories."""
+
+from __future__ import annotations
+
+import torch
+
+from ..training.probe import Probe, ProbeContext, register
+from .movement import layer_distances, layer_rotations, layer_update_ratios, layer_weight_norms
+
+
+def _copy(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in params.items()}
+
+
+@register
+class UpdateRatioProbe(Probe):
+    """``update_ratio``: ‖θ_l(t) − θ_l(t−1)‖ / ‖θ_l(t−1)‖ of the probed update t, per layer and tensor."""
+
+    name = "update_ratio"
+    order = 20
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self._before: dict | None = None
+
+    def after_backward(self, ctx: ProbeContext) -> None:
+        """Keep θ(t−1)."""
+        self._before = _copy(ctx.params)
+
+    def after_update(self, ctx: ProbeContext) -> None:
+        """Record the ratio (nothing at step 0: no update yet)."""
+        if self._before is not None:
+            ctx.record_layers(ctx.step, "update_ratio", layer_update_ratios(ctx.params, self._before))
+            self._before = None
+
+
+@register
+class WeightNormProbe(Probe):
+    """``weight_norm``: ‖θ_l(t)‖₂ per layer, tensor and for the whole model."""
+
+    name = "weight_norm"
+    order = 40
+
+    def after_update(self, ctx: ProbeContext) -> None:
+        """Record the norms of θ(step)."""
+        ctx.record_layers(ctx.step, "weight_norm", layer_weight_norms(ctx.params))
+
+
+class _FromInit(Probe):
+    """A probe comparing θ(t) with θ(0), kept when training starts."""
+
+    def start(self, ctx: ProbeContext) -> None:
+        """Keep θ(0) (after any perturbation at step 0)."""
+        self._initial = _copy(ctx.params)
+
+
+@register
+class RotationProbe(_FromInit):
+    """``rotation``: layer rotation 1 − cos(θ_l(t), θ_l(0)) (Carbonnelle & De Vleeschouwer 2019)."""
+
+    name = "rotation"
+    order = 41
+
+    def after_update(self, ctx: ProbeContext) -> None:
+        """Record the rotation of θ(step) from θ(0)."""
+        ctx.record_layers(ctx.step, "rotation", layer_rotations(ctx.params, self._initial))
+
+
+@register
+class DistanceFromInitProbe(_FromInit):
+    """``dist_init``: ‖θ_l(t) − θ_l(0)‖₂."""
+
+    name = "dist_init"
+    order = 42
+
+    def after_update(self, ctx: ProbeContext) -> None:
+        """Record the distance of θ(step) from θ(0)."""
+        ctx.record_layers(ctx.step, "dist_init", layer_distances(ctx.params, self._initial))
+
+
+@register
+class WeightsProbe(Probe):
+    """``weights``: the flattened weights at every probed step and the final state dict.
+
+    Stored as the checkpoint ``trajectory`` (``steps`` (S,), ``weights`` (S, P) float32, in
+    ``named_parameters`` order) and the checkpoint ``final`` (the model's state dict when
+    training ends, also after a divergence), for landscapes, interpolation and trajectory PCA.
+    Costs S × P × 4 bytes of disk per run.
+    """
+
+    name = "weights"
+    order = 50
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self._steps: list[int] = []
+        self._weights: list[torch.Tensor] = []
+        self._model = None
+
+    def after_update(self, ctx: ProbeContext) -> None:
+        """Append θ(step) to the trajectory."""
+        self._model = ctx.model
+        self._steps.append(ctx.step)
+        self._weights.append(torch.cat([v.detach().reshape(-1) for v in ctx.params.values()]).float().cpu())
+
+    def tables(self) -> dict:
+        """The ``trajectory`` and ``final`` checkpoints."""
+        final = {k: v.detach().cpu().clone() for k, v in self._model.state_dict().items()}
+        return {"trajectory": {"steps": torch.tensor(self._steps), "weights": torch.stack(self._weights)},
+                "final": final}

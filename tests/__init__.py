@@ -1,0 +1,1 @@
+"""Tests of analysis_lib; the folders mirror the packages."""

@@ -1,0 +1,89 @@
+"""Shared test cases as data: tiny models and problems every curvature, landscape and probe test uses.
+
+Each case is small enough for a dense float64 Hessian (a few hundred parameters at most) and
+covers one structure the code must get right: a smooth MLP, a 1-D CNN, BatchNorm (eval-mode
+running statistics), a residual ReLU MLP, and a tiny transformer (LayerNorm, attention, a
+sequence loss with a mask).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from analysis_lib.training.config import ModelConfig, config_from_dict
+from analysis_lib.training.models import build_model
+
+# (name, ModelConfig, input features) of the classifier cases.
+MODEL_CASES = [
+    ("mlp-tanh", ModelConfig(kind="mlp", depth=2, width=6, activation="tanh"), 5),
+    ("cnn", ModelConfig(kind="cnn", depth=2, width=3, kernel_size=3), 8),
+    ("mlp-batchnorm", ModelConfig(kind="mlp", depth=2, width=5, norm="batch"), 4),
+]
+RELU_CASES = [
+    ("mlp-relu", ModelConfig(kind="mlp", depth=2, width=5), 4),
+    ("mlp-relu-residual", ModelConfig(kind="mlp", depth=3, width=5, residual=True), 4),
+]
+N_CLASSES = 3
+
+
+def classification_problem(config: ModelConfig, n_features: int, seed: int = 0, n: int = 30):
+    """(model in float64, x (n, F), y (n,)) with BatchNorm statistics that are not trivial."""
+    gen = torch.Generator().manual_seed(seed)
+    model = build_model(config, n_features, N_CLASSES, seed).double()
+    if config.norm == "batch":  # non-trivial running statistics, so eval mode matters
+        with torch.no_grad():
+            model.train()(torch.randn(64, n_features, generator=gen, dtype=torch.float64))
+    x = torch.randn(n, n_features, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, N_CLASSES, (n,), generator=gen)
+    return model, x, y
+
+
+def tiny_config(**sections):
+    """A classification run that trains in well under a second (Gaussian mixture, small MLP, 12 steps)."""
+    spec = {
+        "data": {"name": "gaussian_mixture", "n_train": 120, "n_test": 60, "n_classes": 3, "n_features": 5},
+        "model": {"kind": "mlp", "depth": 2, "width": 8},
+        "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 30, "steps": 12},
+        "probes": {"schedule": "every", "every": 3},
+        "seed": 0,
+    }
+    for name, values in sections.items():
+        spec[name] = {**spec.get(name, {}), **values} if isinstance(values, dict) else values
+    return config_from_dict(spec)
+
+
+def tiny_lm_config(**sections):
+    """A tiny transformer run on 1-digit addition that trains in about a second."""
+    from analysis_lib.lm.config import LMRunConfig
+
+    spec = {
+        "task": {"n_digits": 1, "n_train": 60, "n_test": 20},
+        "model": {"n_layers": 2, "d_model": 8, "n_heads": 2, "d_mlp": 16},
+        "train": {"steps": 8, "batch_size": 8, "warmup_steps": 2},
+        "finetune": {"steps": 4},
+        "probes": {"names": ["eval", "grad_norm"], "every": 4, "eval_problems": 10},
+    }
+    for name, values in sections.items():
+        spec[name] = {**spec.get(name, {}), **values} if isinstance(values, dict) else values
+    return config_from_dict(spec, LMRunConfig)
+
+
+def sequence_problem(seed: int = 0, n: int = 6, length: int = 5, vocab: int = 7):
+    """(tiny transformer in float64, tokens (n, T), (targets (n, T), mask (n, T))) with a ragged mask."""
+    from analysis_lib.lm.config import TransformerConfig
+    from analysis_lib.lm.transformer import build_transformer
+
+    gen = torch.Generator().manual_seed(seed)
+    model = build_transformer(TransformerConfig(n_layers=1, d_model=4, n_heads=2, d_mlp=6), vocab, length, seed)
+    model = model.double()
+    tokens = torch.randint(0, vocab, (n, length), generator=gen)
+    targets = torch.randint(0, vocab, (n, length), generator=gen)
+    mask = torch.rand(n, length, generator=gen) < 0.6
+    mask[:, -1] = True  # every sequence has at least one loss token
+    return model, tokens, (targets, mask)
+
+
+def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The mean cross-entropy, written here so references do not share the library's loss plumbing."""
+    return -F.log_softmax(outputs, dim=-1).gather(-1, targets[:, None]).mean()

@@ -1,0 +1,1 @@
+"""Tests of analysis_lib.curvature; the folders mirror the packages."""

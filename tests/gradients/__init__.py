@@ -1,0 +1,1 @@
+"""Tests of analysis_lib.gradients; the folders mirror the packages."""

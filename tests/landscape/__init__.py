@@ -1,0 +1,1 @@
+"""Tests of analysis_lib.landscape; the folders mirror the packages."""

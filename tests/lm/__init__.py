@@ -1,0 +1,1 @@
+"""Tests of analysis_lib.lm; the folders mirror the packages."""

@@ -1,0 +1,1 @@
+"""Tests of analysis_lib.report; the folders mirror the packages."""

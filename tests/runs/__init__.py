@@ -1,0 +1,1 @@
+"""Tests of analysis_lib.runs; the folders mirror the packages."""

@@ -1,0 +1,1 @@
+"""Tests of analysis_lib.stats; the folders mirror the packages."""

@@ -1,0 +1,1 @@
+"""Tests of analysis_lib.studies; the folders mirror the packages."""

@@ -1,0 +1,1 @@
+"""Tests of analysis_lib.training; the folders mirror the packages."""

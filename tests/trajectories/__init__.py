@@ -1,0 +1,1 @@
+"""Tests of analysis_lib.trajectories; the folders mirror the packages."""
