@@ -8,6 +8,7 @@ sequence loss with a mask).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -87,3 +88,43 @@ def sequence_problem(seed: int = 0, n: int = 6, length: int = 5, vocab: int = 7)
 def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The mean cross-entropy, written here so references do not share the library's loss plumbing."""
     return -F.log_softmax(outputs, dim=-1).gather(-1, targets[:, None]).mean()
+
+# Models of the landscape tests: BatchNorm and LayerNorm must be evaluated with fixed statistics.
+LANDSCAPE_MODELS = {
+    "mlp-batchnorm": ModelConfig(kind="mlp", depth=2, width=6, norm="batch"),
+    "mlp-residual-layernorm": ModelConfig(kind="mlp", depth=3, width=5, norm="layer", residual=True),
+    "cnn-batchnorm": ModelConfig(kind="cnn", depth=2, width=3, kernel_size=3, norm="batch"),
+}
+
+
+def landscape_problem(name: str, n: int = 23, features: int = 8, classes: int = 3):
+    """A float64 model of :data:`LANDSCAPE_MODELS` with non-trivial BatchNorm running statistics, and (x, y)."""
+    model = build_model(LANDSCAPE_MODELS[name], features, classes, seed=1).double()
+    gen = torch.Generator().manual_seed(2)
+    for buf_name, buf in model.named_buffers():
+        if buf_name.endswith("running_mean"):
+            buf.copy_(torch.randn(buf.shape, generator=gen, dtype=torch.float64))
+        elif buf_name.endswith("running_var"):
+            buf.copy_(torch.rand(buf.shape, generator=gen, dtype=torch.float64) + 0.5)
+    x = torch.randn(n, features, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, classes, (n,), generator=gen)
+    return model, x, y
+
+
+
+
+def outlier_matrix(dim: int = 120, seed: int = 0) -> torch.Tensor:
+    """Symmetric matrix with a few large outliers over a bulk near zero, like a Hessian."""
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
+    eig = torch.cat([torch.tensor([50.0, 30.0, 20.0, -5.0]), 0.3 * torch.randn(dim - 4, generator=gen)])
+    return (Q * eig) @ Q.T
+
+
+def random_walk(steps, dim: int, seed: int) -> torch.Tensor:
+    """A Gaussian random walk observed at ``steps`` (increment variance ∝ elapsed steps), (S, dim)."""
+    gen = torch.Generator().manual_seed(seed)
+    gaps = torch.as_tensor(np.diff(steps), dtype=torch.float64)
+    increments = torch.randn(len(gaps), dim, generator=gen, dtype=torch.float64) * gaps.sqrt()[:, None]
+    start = torch.randn(1, dim, generator=gen, dtype=torch.float64)
+    return torch.cat([start, start + increments.cumsum(0)])

@@ -14,7 +14,9 @@ import copy
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 
 def _copy_with(model: nn.Module, names: Sequence[str]):
@@ -78,3 +80,14 @@ def fd_hessian(model: nn.Module, loss_fn: Callable, inputs, targets, params: Seq
         columns.append((grad(theta + e) - grad(theta - e)) / (2 * step))
     H = torch.stack(columns, dim=1)
     return (H + H.T) / 2
+
+
+def loss_and_accuracy_at(model: nn.Module, point: torch.Tensor, x, y) -> tuple[float, float]:
+    """Loss and accuracy at one flat point: one functional_call in eval mode, no batching."""
+    ref = copy.deepcopy(model).eval()
+    params = dict(zip([n for n, _ in ref.named_parameters()],
+                      torch.split(point, [p.numel() for p in ref.parameters()])))
+    params = {n: v.reshape(dict(ref.named_parameters())[n].shape) for n, v in params.items()}
+    with torch.no_grad():
+        logits = functional_call(ref, {**params, **dict(ref.named_buffers())}, (x,))
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).double().mean().item()

@@ -1,6 +1,9 @@
-"""The command line: a sweep from a YAML grid, the run listing, and one study rendered with a
-parameter file (one kernel start, on a two-cell fake study); bad files are rejected with one
-message naming the file, the key and what is allowed, before anything runs."""
+"""The command line: sweeps, the run listing and rendering one study with a parameter file.
+
+A sweep from a YAML grid, the run listing, and one study rendered with a parameter file (one kernel start, on a
+two-cell fake study); bad files are rejected with one message naming the file, the key and what is allowed,
+before anything runs.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from analysis_lib.__main__ import main
-from analysis_lib.grid import expand_grid, run_grid
+from analysis_lib.runs.execute import run_grid
+from analysis_lib.runs.grid import expand_grid
 
 BASE = {"data": {"name": "gaussian_mixture", "n_train": 120, "n_test": 60, "n_classes": 3, "n_features": 5},
         "model": {"kind": "mlp", "depth": 2, "width": 8},
@@ -90,6 +94,7 @@ def test_report_renders_one_study_with_a_parameter_file(fake_study, tmp_path):
     summary = json.loads((reports / STUDY / "summary.json").read_text())
     assert summary == {"title": "from my file", "n": 2}  # the file on top of the default set
     assert (reports / "index.html").exists() and (reports / f"{STUDY}.html").exists()
+    assert (reports / "claims.html").exists()  # the claims the verdicts cite, beside the index
 
 
 @pytest.mark.parametrize("text, message", [

@@ -16,8 +16,8 @@ import papermill as pm
 import pytest
 import yaml
 
-from analysis_lib.stats import RESULT_COLUMNS
-from analysis_lib.verdicts import OUTCOMES, VERDICT_COLUMNS
+from analysis_lib.stats.results import RESULT_COLUMNS
+from analysis_lib.stats.verdicts import OUTCOMES, VERDICT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -131,21 +131,27 @@ def test_same_study_twice_gives_identical_numbers(smoke_outputs, tmp_path, _isol
 
 
 BAD_PARAMETERS = [
-    ({"train": {"batch_size": 100, "steps": 40, "lr": -0.1}}, "train.lr"),
-    ({"arms": {**_smoke("01-layer-dynamics")["arms"], "main-sgd-mlp": {"train.optimizer": ["lion"]}}},
-     "train.optimizer"),
-    ({"model": {"kind": "transformer"}}, "model.kind"),
-    ({"seeds": []}, "seeds"),
-    ({"main_arms": ["nope"]}, "main_arms"),
+    ("01-layer-dynamics", {"train": {"batch_size": 100, "steps": 40, "lr": -0.1}}, "train.lr"),
+    ("01-layer-dynamics", {"arms": {**_smoke("01-layer-dynamics")["arms"],
+                                    "main-sgd-mlp": {"train.optimizer": ["lion"]}}}, "train.optimizer"),
+    ("01-layer-dynamics", {"model": {"kind": "transformer"}}, "model.kind"),
+    ("01-layer-dynamics", {"seeds": []}, "seeds"),
+    ("01-layer-dynamics", {"main_arms": ["nope"]}, "main_arms"),
+    ("01-layer-dynamics", {"n_boot": 0}, "n_boot"),
+    ("02-fast-vs-slow-thinking", {"n_problems": 1}, "n_problems"),
+    ("03-hessian-spectrum", {"overlap_bar": 1.5}, "overlap_bar"),
+    ("04-edge-of-stability", {"sgd_lr": 0.7}, "sgd_lr"),
+    ("05-loss-landscape", {"small_batch": 7}, "small_batch"),
+    ("06-run-to-run-variance", {"twin_seeds": [9]}, "twin_seeds"),
 ]
 
 
-@pytest.mark.parametrize("overrides, name", BAD_PARAMETERS, ids=[n for _, n in BAD_PARAMETERS])
-def test_bad_parameter_fails_fast_with_a_clear_message(overrides, name, tmp_path, _isolated_data_dir):
+@pytest.mark.parametrize("study, overrides, name", BAD_PARAMETERS, ids=[f"{s[:2]}-{n}" for s, _, n in BAD_PARAMETERS])
+def test_bad_parameter_fails_fast_with_a_clear_message(study, overrides, name, tmp_path, _isolated_data_dir):
     start = time.perf_counter()
     try:
         with pytest.raises(pm.PapermillExecutionError) as info:
-            _execute("01-layer-dynamics", tmp_path / "out", tmp_path / "data", **overrides)
+            _execute(study, tmp_path / "out", tmp_path / "data", **overrides)
     finally:
         os.environ["ANALYSIS_LIB_DATA"] = str(_isolated_data_dir)
     assert info.value.ename == "ConfigError"

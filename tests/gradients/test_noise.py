@@ -1,4 +1,12 @@
-"""Gradient-noise probe against brute-force per-sample gradients, in float64; training unchanged."""
+"""Tests of analysis_lib.gradients.noise: the noise probe against brute-force per-sample gradients, in float64.
+
+Also: training is unchanged by the probe, and noise_profile is the ratio of means over seeds.
+
+The probe on an MLP, CNNs (dilated and strided; grouped convolutions skipped), sequence models and the tiny
+transformer; every form of the per-sample squared norms; the statistics on hand-made numbers; hooks and
+gradients left as they were; the loss curve of a run with and without the probe; and the general noise profile on
+a hand-made tidy table of MLP layers.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +18,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis_lib.config import ModelConfig, with_overrides
-from analysis_lib.data import load_dataset
-from analysis_lib.gradnoise import METRICS, GradientNoiseProbe, noise_statistics, per_sample_sq_norms
-from analysis_lib.gradstats import sequence_losses
-from analysis_lib.models import build_model
-from analysis_lib.training import batches, train
-from test_gradstats import TinySequenceModel, sequence_batch, tiny_transformer_batch
+from analysis_lib.gradients.noise import (
+    METRICS,
+    GradientNoiseProbe,
+    noise_profile,
+    noise_statistics,
+    per_sample_sq_norms,
+)
+from analysis_lib.training.classifier import train_classifier
+from analysis_lib.training.config import ModelConfig, with_overrides
+from analysis_lib.training.data import load_dataset
+from analysis_lib.training.losses import sequence_losses
+from analysis_lib.training.models import build_model
+from analysis_lib.training.schedules import batches
+from tests.gradients.test_spectra import TinySequenceModel, sequence_batch, tiny_transformer_batch
 
 
 def brute_force(model, sample_losses, layers):
@@ -159,9 +174,9 @@ def test_probe_leaves_gradients_and_hooks_as_they_were():
 def test_training_with_the_probe_has_the_same_loss_curve(tiny_config, overrides):
     on = with_overrides(tiny_config, {**overrides, "probes.every": 1, "probes.names": ["grad_noise"]})
     off = with_overrides(on, {"probes.names": []})
-    metrics = train(on).metrics
+    metrics = train_classifier(on).metrics
     loss = lambda m: m[m["metric"] == "batch_loss"].set_index("step")["value"]  # noqa: E731
-    pd.testing.assert_series_equal(loss(metrics), loss(train(off).metrics), check_exact=True)
+    pd.testing.assert_series_equal(loss(metrics), loss(train_classifier(off).metrics), check_exact=True)
     recorded = metrics[metrics["metric"].isin(METRICS)]
     assert set(recorded["step"]) == set(range(1, tiny_config.train.steps + 1))
     assert {"model", "out"} <= set(recorded["layer"])
@@ -171,7 +186,7 @@ def test_training_records_the_noise_of_the_first_batch(tiny_config):
     """grad_noise at step 1 comes from the first mini-batch at θ(0), like grad_norm."""
     config = with_overrides(tiny_config, {"train.dtype": "float64", "probes.every": 1, "train.steps": 1,
                                           "probes.names": ["grad_noise"]})
-    metrics = train(config).metrics
+    metrics = train_classifier(config).metrics
     recorded = metrics[(metrics["step"] == 1) & metrics["metric"].isin(METRICS)]
     got: dict = {}
     for row in recorded.itertuples():
@@ -195,3 +210,52 @@ def test_probe_matches_brute_force_on_the_tiny_transformer():
     expected = brute_force(model, lambda: (sequence_losses(model(t[None]), y[None], m[None]).sum()
                                            for t, y, m in zip(*args)), layers)
     assert_matches(got, expected)
+
+
+def _mlp_noise_rows():
+    """grad_noise rows of an MLP (fc1, fc2, out, model) over two seeds at steps 1 and 2.
+
+    With the grad_snr of each single batch alongside, which the profile must not average.
+    """
+    rows = []
+    for seed in (0, 1):
+        for step in (1, 2):
+            for i, layer in enumerate(("fc1", "fc2", "out", "model")):
+                signal = (i + 1) * step * (1.0 if seed == 0 else -0.5)  # one batch's signal may be < 0
+                noise = (i + 2) * (seed + 1.0)
+                for metric, value in (("grad_signal", signal), ("grad_var_trace", noise),
+                                      ("grad_snr", signal / noise), ("grad_noise_scale", noise / signal)):
+                    rows.append({"run_id": f"r{seed}", "seed": seed, "step": step, "layer": layer, "metric": metric,
+                                 "value": value})
+        rows.append({"run_id": f"r{seed}", "seed": seed, "step": 2, "layer": "model", "metric": "train_loss",
+                     "value": 0.3})
+    return pd.DataFrame(rows)
+
+
+def test_noise_profile_is_mean_signal_over_mean_noise_for_every_layer():
+    metrics = _mlp_noise_rows()
+    profile = noise_profile(metrics)
+    assert list(profile.columns) == ["step", "layer", "snr", "n"]
+    assert len(profile) == 2 * 4  # steps × layers, "model" kept
+    assert list(zip(profile["step"], profile["layer"])) == sorted(
+        (s, layer) for s in (1, 2) for layer in ("fc1", "fc2", "out", "model"))
+    assert (profile["n"] == 2).all()  # seeds
+    for row in profile.itertuples():
+        sub = metrics[(metrics["step"] == row.step) & (metrics["layer"] == row.layer)]
+        signal = sub.loc[sub["metric"] == "grad_signal", "value"].mean()
+        noise = sub.loc[sub["metric"] == "grad_var_trace", "value"].mean()
+        snrs = sub.loc[sub["metric"] == "grad_snr", "value"]
+        assert row.snr == pytest.approx(signal / noise, rel=1e-12)
+        assert row.snr != pytest.approx(snrs.mean())  # a ratio of means, not a mean of ratios
+    fc2 = profile.set_index(["step", "layer"]).loc[(1, "fc2"), "snr"]
+    assert fc2 == pytest.approx(((2 * 1.0) + (2 * -0.5)) / 2 / ((3 * 1.0 + 3 * 2.0) / 2))
+
+
+def test_noise_profile_counts_the_seeds_present_and_is_empty_without_the_probe():
+    metrics = _mlp_noise_rows()
+    one_seed = metrics[~((metrics["seed"] == 1) & (metrics["step"] == 2))]
+    profile = noise_profile(one_seed).set_index(["step", "layer"])
+    assert (profile.loc[1, "n"] == 2).all() and (profile.loc[2, "n"] == 1).all()
+    assert profile.loc[(2, "out"), "snr"] == pytest.approx((3 * 2 * 1.0) / (4 * 1.0))
+    empty = noise_profile(metrics[metrics["metric"] == "train_loss"])
+    assert empty.empty and list(empty.columns) == ["step", "layer", "snr", "n"]

@@ -1,8 +1,13 @@
-"""Per-example gradient spectra against one backward pass per example and numpy SVD, in float64."""
+"""Tests of analysis_lib.gradients.spectra: per-example spectra against per-example backward, vmap(grad), SVD.
+
+In float64: one backward pass per example, ``torch.func`` vmap(grad) and numpy SVD are the references.
+
+On an attention-free sequence model, a shared Linear, an MLP (rank-one gradients) and the tiny transformer: the
+per-example weight gradients, the mean/sum reductions, the masked targets, the spectral statistics, the table
+layout and chunking, and the parameters refused by name. The cross-layer spread is tested in test_spread.py.
+"""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
@@ -11,12 +16,15 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from analysis_lib import gradstats as G
-from analysis_lib.config import ConfigError, ModelConfig
-from analysis_lib.lm_config import TaskConfig, TransformerConfig
-from analysis_lib.models import build_model
-from analysis_lib.tasks import VOCAB_SIZE, encode, sequence_length, task_splits
-from analysis_lib.transformer import build_transformer
+from analysis_lib.gradients import spectra as G
+from analysis_lib.gradients.spread import cross_layer_mad
+from analysis_lib.lm.config import TaskConfig, TransformerConfig
+from analysis_lib.lm.tasks import VOCAB_SIZE, encode, sequence_length, task_splits
+from analysis_lib.lm.transformer import build_transformer
+from analysis_lib.training.config import ModelConfig
+from analysis_lib.training.losses import sequence_losses
+from analysis_lib.training.models import build_model
+from analysis_lib.validation import ConfigError
 
 
 class TinySequenceModel(nn.Module):
@@ -63,7 +71,7 @@ def loop_gradients(model, tokens, targets, mask, reduction):
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     out = {n: [] for n in linears}
     for i in range(len(tokens)):
-        loss = G.sequence_losses(model(tokens[i:i + 1]), targets[i:i + 1], mask[i:i + 1], reduction).sum()
+        loss = sequence_losses(model(tokens[i:i + 1]), targets[i:i + 1], mask[i:i + 1], reduction).sum()
         for name, g in zip(linears, torch.autograd.grad(loss, [m.weight for m in linears.values()])):
             out[name].append(g)
     return {n: torch.stack(gs) for n, gs in out.items()}
@@ -75,7 +83,7 @@ def vmap_gradients(model, tokens, targets, mask, reduction):
 
     def loss(p, tok, tgt, m):
         logits = functional_call(model, p, (tok.unsqueeze(0),))
-        return G.sequence_losses(logits, tgt.unsqueeze(0), m.unsqueeze(0), reduction).sum()
+        return sequence_losses(logits, tgt.unsqueeze(0), m.unsqueeze(0), reduction).sum()
 
     grads = vmap(grad(loss), in_dims=(None, 0, 0, 0))(params, tokens, targets, mask)
     return {n[: -len(".weight")]: g for n, g in grads.items() if n.endswith(".weight") and g.dim() == 3}
@@ -121,7 +129,7 @@ def test_a_linear_called_twice_gets_the_sum_over_its_calls():
     y = torch.arange(5) % 4
     got = G.per_example_gradients(model, x, y)["fc"]
     for i in range(5):
-        loss = G.sequence_losses(model(x[i:i + 1]), y[i:i + 1], None).sum()
+        loss = sequence_losses(model(x[i:i + 1]), y[i:i + 1], None).sum()
         torch.testing.assert_close(got[i], torch.autograd.grad(loss, model.fc.weight)[0])
 
 
@@ -192,62 +200,6 @@ def test_gradient_spectra_table_layout_and_chunking():
     assert set(chosen["layer"]) == {"blocks.1"} and set(chosen["projection"]) == {"up"}
 
 
-def _profile(values, projection="q", example=0, statistic="nuclear_norm"):
-    return pd.DataFrame({"example": example, "layer": [f"blocks.{i}" for i in range(len(values))],
-                         "projection": projection, "statistic": statistic, "value": values})
-
-
-def test_layer_spread_on_a_hand_made_profile():
-    # s = 1, 3, 2, 6: differences 2, 1, 4 -> MAD 7/3; thirds one difference each.
-    spread = G.layer_spread(_profile([1.0, 3.0, 2.0, 6.0])).set_index(["segment", "measure"])["value"]
-    expected = {("all", "mad"): 7 / 3, ("early", "mad"): 2.0, ("middle", "mad"): 1.0, ("late", "mad"): 4.0,
-                ("all", "relative_mad"): (7 / 3) / 3.0, ("early", "relative_mad"): 2.0 / 2.0,
-                ("middle", "relative_mad"): 1.0 / 2.5, ("late", "relative_mad"): 4.0 / 4.0}
-    assert spread.to_dict() == pytest.approx(expected, rel=1e-12)
-
-
-def test_relative_mad_is_scale_free_and_mad_is_not():
-    profile = _profile([1.0, 3.0, 2.0, 6.0, 5.0])
-    scaled = profile.assign(value=profile["value"] * 10)
-    a, b = G.layer_spread(profile), G.layer_spread(scaled)
-    relative = a["measure"] == "relative_mad"
-    np.testing.assert_allclose(a.loc[relative, "value"], b.loc[relative, "value"], rtol=1e-12)
-    np.testing.assert_allclose(a.loc[~relative, "value"] * 10, b.loc[~relative, "value"], rtol=1e-12)
-
-
-@pytest.mark.parametrize("n_layers, expected", [
-    (2, {"all": [0], "early": [0]}),
-    (4, {"all": [0, 1, 2], "early": [0], "middle": [1], "late": [2]}),
-    (7, {"all": [0, 1, 2, 3, 4, 5], "early": [0, 1], "middle": [2, 3], "late": [4, 5]}),
-    (6, {"all": [0, 1, 2, 3, 4], "early": [0, 1], "middle": [2, 3], "late": [4]}),
-])
-def test_difference_thirds(n_layers, expected):
-    got = {k: v.tolist() for k, v in G.difference_thirds(n_layers).items()}
-    assert got == expected
-
-
-def test_layer_spread_uses_forward_order_and_skips_single_layer_projections():
-    table = pd.concat([_profile([1.0, 3.0, 2.0, 6.0]).iloc[::-1],  # rows in reverse: order from first appearance
-                       pd.DataFrame({"example": [0], "layer": ["head"], "projection": ["weight"],
-                                     "statistic": ["nuclear_norm"], "value": [9.0]})])
-    spread = G.layer_spread(table)
-    assert set(spread["projection"]) == {"q"}
-    mad = spread[(spread["segment"] == "early") & (spread["measure"] == "mad")]["value"].item()
-    assert mad == pytest.approx(4.0)  # reversed order 6, 2, 3, 1: first difference 4
-
-
-def test_relative_difference_of_means_and_paired():
-    a = _profile([2.0, 2.0]).assign(example=[0, 1], layer="blocks.0")
-    b = a.assign(value=[1.0, 4.0])
-    out = G.relative_difference(a, b).iloc[0]
-    assert out["mean_a"] == 2.0 and out["mean_b"] == 2.5
-    assert out["rel_diff"] == pytest.approx(-0.2)  # (2 - 2.5) / 2.5
-    assert out["paired_rel_diff"] == pytest.approx(0.25)  # mean of (2-1)/1 and (2-4)/4
-    assert out["n_pairs"] == 2
-    unpaired = G.relative_difference(a, b.assign(example=[5, 6])).iloc[0]
-    assert unpaired["n_pairs"] == 0 and math.isnan(unpaired["paired_rel_diff"])
-
-
 @pytest.mark.parametrize("kwargs, name", [
     ({"reduction": "max"}, "reduction"), ({"chunk_size": 0}, "chunk_size"),
     ({"modules": ["blocks.0.attn.x"]}, "modules"), ({"modules": ["embed"]}, "modules"),
@@ -295,6 +247,6 @@ def test_gradient_spectra_names_the_transformer_projections():
     pairs = set(zip(table["layer"], table["projection"]))
     assert pairs == {(f"blocks.{i}", p) for i in range(2) for p in ("q", "k", "v", "o", "up", "down")} | {
         ("unembed", "weight")}
-    spread = G.layer_spread(table)
+    spread = cross_layer_mad(table)
     assert set(spread["projection"]) == {"q", "k", "v", "o", "up", "down"}  # unembed: one layer, no spread
     assert set(spread["segment"]) == {"all", "early"}  # 2 layers: one difference

@@ -1,5 +1,8 @@
-"""Interpolation between two solutions in float64: the barrier of closed-form paths, curve values
-against a direct loop over α (each BatchNorm rule), and weight matching before interpolation."""
+"""Interpolation between two solutions in float64, and between the final weights of twin runs.
+
+The barrier of closed-form paths, curve values against a direct loop over α (each BatchNorm rule), weight
+matching before interpolation, and the curves and barriers between twin runs of a tiny trained grid.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis_lib.config import ModelConfig
-from analysis_lib.interpolation import (INTERPOLATION_COLUMNS, barrier, default_alphas,
-                                        interpolation_barriers, interpolation_curve)
-from analysis_lib.models import build_model
+from analysis_lib.landscape.interpolation import (
+    BARRIER_COLUMNS,
+    INTERPOLATION_COLUMNS,
+    barrier,
+    default_alphas,
+    interpolation_barriers,
+    interpolation_curve,
+    pair_interpolations,
+)
+from analysis_lib.runs.execute import run_grid
+from analysis_lib.studies.run_to_run import twin_grid, twin_pairs
+from analysis_lib.training.config import ModelConfig
+from analysis_lib.training.models import build_model
 
 N_FEATURES, N_CLASSES = 5, 3
 MODELS = [
@@ -47,6 +59,13 @@ def test_barrier_of_an_asymmetric_path_and_of_an_accuracy():
     acc = 0.9 - 0.05 * alphas - c * alphas**2 * (1 - alphas)
     assert barrier(alphas, acc, worse="lower")[0] == pytest.approx(4 * c / 27, rel=1e-12)
     assert barrier(alphas, acc)[0] == pytest.approx(0.0, abs=1e-15)  # never above the line
+
+
+def test_default_alphas_span_the_segment_and_refuse_fewer_than_two_points():
+    np.testing.assert_array_equal(default_alphas(5), [0.0, 0.25, 0.5, 0.75, 1.0])
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(ValueError, match="invalid argument points="):
+            default_alphas(bad)
 
 
 def test_barrier_ignores_points_outside_the_segment_and_needs_both_ends():
@@ -160,3 +179,39 @@ def test_bad_arguments_are_refused():
         interpolation_curve(*args, {"test": _data(3, 10)}, batchnorm="mean")
     with pytest.raises(ValueError, match="needs stats_x"):
         interpolation_curve(*args, {"test": _data(3, 10)}, batchnorm="recompute")
+
+
+# --------------------------------------------------------------------------------------------
+# Between the final weights of twin runs (study 06's pairs).
+
+TWIN_BASE = {"data": {"name": "gaussian_mixture", "n_train": 120, "n_test": 60, "n_classes": 3, "n_features": 5},
+             "model": {"kind": "mlp", "depth": 2, "width": 8},
+             "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 30, "steps": 30},
+             "probes": {"names": ["eval", "weights"], "every": 5}}
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    store = str(tmp_path_factory.mktemp("twins") / "runs")
+    configs = twin_grid(TWIN_BASE, [0, 1, 2, 3], [0, 1], [0, 10], 1e-3, 0)
+    return run_grid(configs, store_root=store, progress=False), configs[0]
+
+
+def test_interpolations_between_final_weights(twins):
+    result, config = twins
+    pairs = twin_pairs(result.runs)
+    finals = result.checkpoints("final")
+    data = config.dataset()
+    model = config.build_model()
+    splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
+    curves, barriers = pair_interpolations(pairs, finals, model, splits, alphas=np.linspace(0, 1, 5))
+    assert len(curves) == 6 * 2 * 2 * 2 * 5  # pairs × matching × splits × metrics × alphas
+    assert list(barriers.columns) == BARRIER_COLUMNS + ["pair", "perturb_step", "seed"]
+    assert len(barriers) == 6 * 2 * 2 * 2 and (barriers["barrier"] >= 0).all()
+    # The end points are the two runs' own final train loss, whatever the matching.
+    metrics = result.metrics
+    final_loss = metrics[(metrics["metric"] == "train_loss") & (metrics["step"] == 30)].set_index("run_id")["value"]
+    train_loss = barriers[(barriers["split"] == "train") & (barriers["metric"] == "loss")]
+    np.testing.assert_allclose(train_loss["value_a"], final_loss.loc[train_loss["run_id"]], rtol=1e-5)
+    np.testing.assert_allclose(train_loss["value_b"], final_loss.loc[train_loss["run_id_b"]], rtol=1e-5)
+    assert isinstance(curves, pd.DataFrame) and set(curves["pair"]) == set(pairs["pair"])

@@ -1,5 +1,8 @@
-"""The addition task: every format decodes to the right answer, steps are right (or wrong as
-designed), masks cover the response only, and greedy decoding matches a per-example loop."""
+"""The addition task: formats, steps, masks and greedy decoding.
+
+Every format decodes to the right answer, steps are right (or wrong as designed), masks cover the response
+only, and greedy decoding matches a per-example loop.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,29 @@ import numpy as np
 import pytest
 import torch
 
-from analysis_lib.gradstats import sequence_losses
-from analysis_lib.lm_config import TaskConfig, TransformerConfig
-from analysis_lib.tasks import (EOS, PAD, RESPONSES, SEP, STEP_LENGTH, VOCAB_SIZE, decode_answers, decode_steps,
-                                detokenize, digits, encode, greedy_accuracy, greedy_responses, prompt_tokens,
-                                response_exact_match, response_tokens, sequence_length, task_splits)
-from analysis_lib.transformer import build_transformer
+from analysis_lib.lm.config import TaskConfig, TransformerConfig
+from analysis_lib.lm.tasks import (
+    EOS,
+    PAD,
+    RESPONSES,
+    SEP,
+    STEP_LENGTH,
+    VOCAB_SIZE,
+    decode_answers,
+    decode_steps,
+    detokenize,
+    digits,
+    encode,
+    greedy_accuracy,
+    greedy_responses,
+    prompt_tokens,
+    response_exact_match,
+    response_tokens,
+    sequence_length,
+    task_splits,
+)
+from analysis_lib.lm.transformer import build_transformer
+from analysis_lib.training.losses import sequence_losses
 
 
 def _problems(n_digits=3, n=40, fraction=0.5):

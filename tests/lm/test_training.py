@@ -1,4 +1,9 @@
-"""Language-model runs: configs, the masked loss, the two-phase protocol, probes and the run grid."""
+"""Language-model runs: configs, the masked loss, the two phases, probes and the run grid.
+
+Configs refuse bad values by name, the loss is a mean of per-sequence token means, both phases take their
+learning rate from warmup_cosine, the weight perturbation applies, every probe (curvature and weights included)
+records at every probe step of both phases without perturbing training, and grids cache LM runs.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,18 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis_lib.config import ConfigError, RunConfig, TrainConfig, config_from_dict, with_overrides
-from analysis_lib.grid import expand_grid, run_grid, torch_threads
-from analysis_lib.gradnoise import GradientNoiseProbe
-from analysis_lib.lm import LMRunConfig, _Phase, batch_loss, build_lm, train_lm
-from analysis_lib.runstore import RunStore, run_id
-from analysis_lib.tasks import Batch, encode, task_splits
+import analysis_lib.lm.training as lm_training
+from analysis_lib.gradients.noise import GradientNoiseProbe
+from analysis_lib.lm.config import LMRunConfig
+from analysis_lib.lm.tasks import Batch, encode, task_splits
+from analysis_lib.lm.training import batch_loss, build_lm, train_lm
+from analysis_lib.runs.execute import run_grid, torch_threads
+from analysis_lib.runs.grid import expand_grid
+from analysis_lib.runs.store import RunStore, run_id
+from analysis_lib.training.config import RunConfig, TrainConfig, config_from_dict, with_overrides
+from analysis_lib.training.schedules import warmup_cosine
+from analysis_lib.validation import ConfigError
+from tests.cases import tiny_lm_config
 
 TINY = {"task": {"n_digits": 1, "n_train": 60, "n_test": 20},
         "model": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_mlp": 32},
@@ -35,9 +46,11 @@ def _losses(metrics: pd.DataFrame) -> pd.Series:
     ("task.n_digits", 7, "<= 6"), ("task.n_train", 9990, "distinct 2-digit problems"),
     ("task.slow_fraction", 1.5, "[0.0, 1.0]"), ("task.corrupt_fraction", 0.0, "at least one wrong step"),
     ("model.norm", "sandwich", "'pre', 'post', 'peri'"), ("train.decay", "step", "'cosine'"),
-    ("train.optimizer", "lion", "'adam'"), ("train.perturb_scale", 0.1, "not supported"),
+    ("train.optimizer", "lion", "'adam'"), ("train.perturb_scale", -0.1, "[0.0, inf]"),
+    ("train.perturb_step", 900, "must be <= train.steps"),
     ("train.final_lr_fraction", 2.0, "[0.0, 1.0]"),
-    ("finetune.steps", -1, ">= 0"), ("finetune.lr", 0.0, "> 0"), ("probes.names", ["sharpness"], "'grad_noise'"),
+    ("finetune.steps", -1, ">= 0"), ("finetune.lr", 0.0, "> 0"),
+    ("probes.names", ["nonsense"], "must be one of .*'sharpness'"),
     ("probes.every", 0, ">= 1"), ("seed", -1, ">= 0")])
 def test_bad_parameters_are_refused_by_name(key, value, text):
     with pytest.raises(ConfigError, match=rf"invalid parameter {key}=.*{text}".replace("[", r"\[").replace("(", r"\(")):
@@ -90,14 +103,15 @@ def test_the_gradient_noise_probe_sees_per_sequence_gradients(tiny_lm):
     problems = task_splits(tiny_lm.task)[0].subset(slice(0, 6))
     length = encode(problems, "slow").tokens.shape[1]
     fast, slow = encode(problems.subset(slice(0, 3)), "fast", length), encode(problems.subset(slice(3, 6)), "slow")
-    batch = Batch(*(torch.cat([getattr(fast, f), getattr(slow, f)]) for f in ("tokens", "targets", "mask", "answer_mask")))
+    fields = ("tokens", "targets", "mask", "answer_mask")
+    batch = Batch(*(torch.cat([getattr(fast, f), getattr(slow, f)]) for f in fields))
     with GradientNoiseProbe(model) as probe:
         batch_loss(model, batch).backward()
     stats = {(layer, metric): value for layer, metric, value in probe.statistics()}
     per_sequence = []
     for i in range(6):  # brute force: each sequence's own loss, its own backward pass
         model.zero_grad()
-        batch_loss(model, Batch(*(getattr(batch, f)[i: i + 1] for f in ("tokens", "targets", "mask", "answer_mask")))).backward()
+        batch_loss(model, Batch(*(getattr(batch, f)[i: i + 1] for f in fields))).backward()
         per_sequence.append(model.blocks[1].mlp.up.weight.grad.clone())
     g = torch.stack(per_sequence)  # (6, d_mlp, d_model)
     expected = (g - g.mean(dim=0)).square().sum().item() / 5
@@ -105,12 +119,34 @@ def test_the_gradient_noise_probe_sees_per_sequence_gradients(tiny_lm):
 
 
 def test_learning_rate_warms_up_then_decays_to_the_final_fraction():
-    phase = _Phase("pretrain", steps=110, lr=1.0, warmup_steps=10, slow_fraction=0.5, offset=0, stream=0,
-                   final_lr_fraction=0.1)
-    assert phase.lr_at(5) == pytest.approx(0.5) and phase.lr_at(10) == pytest.approx(1.0)
-    assert phase.lr_at(60) == pytest.approx(0.55) and phase.lr_at(110) == pytest.approx(0.1)
-    constant = _Phase("finetune", 20, 0.3, 0, 1.0, 110, 0)
-    assert constant.lr_at(1) == constant.lr_at(20) == pytest.approx(0.3)
+    lr_at = warmup_cosine(1.0, 10, 110, 0.1)
+    assert lr_at(5) == pytest.approx(0.5) and lr_at(10) == pytest.approx(1.0)
+    assert lr_at(60) == pytest.approx(0.55) and lr_at(110) == pytest.approx(0.1)
+    constant = warmup_cosine(0.3, 0, 20)
+    assert constant(1) == constant(20) == 0.3  # exactly lr: the fine-tuning phase's constant rate
+
+
+@pytest.mark.parametrize("decay, final", [("cosine", 0.1), ("constant", 1.0)])
+def test_both_phases_take_their_schedule_from_warmup_cosine(tiny_lm, monkeypatch, decay, final):
+    calls, real = [], warmup_cosine
+
+    def recording(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(lm_training, "warmup_cosine", recording)
+    config = with_overrides(tiny_lm, {"train.decay": decay, "finetune.warmup_steps": 2, "probes.names": []})
+    train_lm(config)
+    assert calls == [(0.01, 3, 12, final), (config.finetune.lr, 2, 6)]
+
+
+def test_weights_can_be_perturbed_in_pretraining(tiny_lm):
+    plain = train_lm(with_overrides(tiny_lm, {"probes.names": []}))
+    kicked = train_lm(with_overrides(tiny_lm, {"probes.names": [], "train.perturb_scale": 0.1,
+                                               "train.perturb_step": 4}))
+    before, after = _losses(plain.metrics), _losses(kicked.metrics)
+    pd.testing.assert_series_equal(before.loc[:4], after.loc[:4], check_exact=True)  # same until the kick
+    assert (before.loc[5:] != after.loc[5:]).all()
 
 
 def test_two_phases_record_metrics_and_checkpoints(tiny_lm):
@@ -167,10 +203,36 @@ def test_run_grid_caches_lm_runs_and_their_checkpoints_reload(tiny_lm, store_roo
     assert second.runs["cached"].all()
     pd.testing.assert_frame_equal(first.metrics, second.metrics)
     assert set(first.metrics.columns[:3]) == {"run_id", "norm", "seed"}
-    tuned = second.checkpoints("tuned", store_root)
+    tuned = second.checkpoints("tuned")
     with torch_threads(1):  # grid runs train with one thread; the reduction order must match
         fresh = train_lm(configs[1])
     model, reference = build_lm(configs[1], tuned[run_id(configs[1])]), build_lm(configs[1], fresh.tables["tuned"])
     tokens = encode(task_splits(configs[1].task)[1], "slow").tokens
     assert torch.equal(model(tokens), reference(tokens))
     assert RunStore(store_root).load_checkpoint(run_id(configs[0]), "base") is not None
+
+
+CURVATURE_PROBES = ["eval", "grad_norm", "grad_noise", "sharpness", "hessian_trace", "weights"]
+
+
+def test_curvature_and_weight_probes_run_in_both_phases_without_perturbing_training():
+    config = tiny_lm_config(probes={"names": CURVATURE_PROBES, "curvature_samples": 3})
+    probed = train_lm(config)
+    plain = train_lm(tiny_lm_config(probes={"names": ["eval"]}))
+    m = probed.metrics
+    assert probed.status == "finished"
+    probe_steps = [0, 4, 8, 12]  # every 4 of 8 pre-training and 4 fine-tuning updates
+    assert sorted(m.loc[m["metric"] == "test_seq_acc_fast", "step"]) == probe_steps
+    for metric in ("lambda_max", "hessian_trace"):
+        rows = m[m["metric"] == metric]
+        assert sorted(rows["step"]) == probe_steps and set(rows["layer"]) == {"model"}, metric
+        assert rows["value"].map(math.isfinite).all(), metric
+    assert sorted(m.loc[m["metric"] == "grad_snr", "step"].unique()) == probe_steps[1:]  # gradients of updates
+    assert set(probed.tables) == {"base", "tuned", "trajectory", "final"}
+    trajectory, tuned = probed.tables["trajectory"], probed.tables["tuned"]
+    assert trajectory["steps"].tolist() == probe_steps
+    n_params = sum(p.numel() for p in build_lm(config).parameters())
+    assert trajectory["weights"].shape == (4, n_params)
+    assert all(torch.equal(probed.tables["final"][k], tuned[k]) for k in tuned)
+    pd.testing.assert_series_equal(_losses(probed.metrics), _losses(plain.metrics), check_exact=True)
+    assert all(torch.equal(tuned[k], plain.tables["tuned"][k]) for k in tuned)

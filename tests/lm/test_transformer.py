@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis_lib.config import ConfigError
-from analysis_lib.lm_config import TransformerConfig
-from analysis_lib.transformer import PROJECTIONS, build_transformer, matrix_names
+from analysis_lib.lm.config import TransformerConfig
+from analysis_lib.lm.transformer import PROJECTIONS, build_transformer, matrix_names
+from analysis_lib.validation import ConfigError
 
 VOCAB, MAX_LEN = 11, 9
 PLACEMENTS = [(norm, qk) for norm in ("pre", "post", "peri") for qk in (False, True)]

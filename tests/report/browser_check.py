@@ -5,11 +5,13 @@ The reports folder is copied to a fresh place and served from a sub-path
 ``file://``: a report must work wherever it is published. On every page: every image has loaded
 (natural width > 0), no console errors (a refused script or resource shows up there, because the
 pages forbid both), no page errors, no request that leaves the copied folder, no ``<script>``
-element at all. From the index: every link resolves. Screenshots record what a reader sees.
+element at all. From the index: every link resolves. From every page (reports, index, and
+``claims.html`` itself): every link to ``claims.html#<anchor>`` finds that anchor on the claims
+page. Screenshots record what a reader sees.
 
 Uses Debian's ``/usr/bin/chromium`` driven by playwright (never ``playwright install``: it
 downloads its own browsers). Also a command, run by ``make browser-check`` after ``make report``:
-``python tests/browser_check.py reports/ --screenshots reports/screenshots``.
+``python tests/report/browser_check.py reports/ --screenshots reports/screenshots``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 SUB_PATH = "some/sub/path/reports"  # where the copy is served: nothing may assume the root
+CLAIMS_PAGE = "claims.html"  # the claims the verdict rows cite, beside the reports
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 # Headless without a sandbox (we run as root in CI) and without any background traffic, so every
 # request the check sees comes from the page itself.
@@ -38,6 +41,7 @@ _PAGE_STATE = """() => ({
                                                   ok: i.complete && i.naturalWidth > 0})),
   scripts: document.scripts.length,
   links: Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href')),
+  ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id),
   text: document.body.innerText,
 })"""
 
@@ -50,6 +54,7 @@ class PageReport:
     images: list = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)  # element ids: the anchors a link can point at
     text: str = ""  # what a reader sees before clicking anything (folded code excluded)
 
 
@@ -129,6 +134,7 @@ def open_page(context, url: str, allowed_prefix: str, screenshot: Path | None = 
     page.goto(url, wait_until="load")
     state = page.evaluate(_PAGE_STATE)
     report.images, report.links, report.text = state["images"], state["links"], state["text"]
+    report.ids = state["ids"]
     report.problems += [f"image not loaded: {i['src']}" for i in state["images"] if not i["ok"]]
     if state["scripts"]:
         report.problems.append(f"{state['scripts']} <script> element(s) in a published page")
@@ -160,20 +166,44 @@ def _study_pages(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("[0-9][0-9]-*.html"))
 
 
+def claim_link_problems(links: list[str], claim_ids: list[str] | None, on_claims_page: bool = False) -> list[str]:
+    """One problem per link to ``claims.html`` (on that page: also to its own anchors) that does not resolve.
+
+    Args:
+        links: the ``href`` values of a page. claim_ids: the element ids of ``claims.html``, or None
+            when the reports folder has no claims page. on_claims_page: the links are the claims page's.
+
+    Returns:
+        ``"link claims.html#claim-7: ..."`` for a missing page or anchor; [] when every one resolves.
+    """
+    problems = []
+    for href in links:
+        path, _, anchor = href.partition("#")
+        if path != CLAIMS_PAGE and not (on_claims_page and path == "" and anchor):
+            continue
+        if claim_ids is None:
+            problems.append(f"link {href}: no {CLAIMS_PAGE} in the reports folder")
+        elif anchor and anchor not in claim_ids:
+            problems.append(f"link {href}: {CLAIMS_PAGE} has no anchor #{anchor}")
+    return problems
+
+
 def check_reports(reports: Path, screenshots: Path | None = None) -> dict[str, PageReport]:
     """Copy `reports` elsewhere, serve it from a sub-path, open every page twice (HTTP, file://).
 
     Args:
-        reports: the reports folder (index.html plus ``<study>.html`` files).
-        screenshots: folder for ``index.png`` (whole page) and ``<study>.png`` (first screen).
+        reports: the reports folder (index.html, claims.html plus ``<study>.html`` files).
+        screenshots: folder for ``index.png`` (whole page), ``claims.png`` and ``<study>.png``
+            (first screen).
 
     Returns:
         ``{"http index.html": PageReport, "file 01-x.html": ..., ...}``; links of the index
-        are checked into the HTTP index's `problems`.
+        are checked into the HTTP index's `problems`, links to claims.html into each page's.
     """
     from playwright.sync_api import sync_playwright
 
-    pages = ["index.html", *_study_pages(reports)]
+    claims = [CLAIMS_PAGE] if (reports / CLAIMS_PAGE).is_file() else []
+    pages = ["index.html", *claims, *_study_pages(reports)]
     results = {}
     with tempfile.TemporaryDirectory(prefix="reports-copy-") as tmp, sync_playwright() as pw:
         copy = Path(tmp) / SUB_PATH
@@ -190,6 +220,12 @@ def check_reports(reports: Path, screenshots: Path | None = None) -> dict[str, P
         for name in pages:  # the same copy opened from disk, as a colleague would
             results[f"file {name}"] = open_page(context, (copy / name).as_uri(), copy.as_uri())
         browser.close()
+    for mode in ("http", "file"):
+        claim_page = results.get(f"{mode} {CLAIMS_PAGE}")
+        claim_ids = claim_page.ids if claim_page is not None else None
+        for name in pages:
+            page = results[f"{mode} {name}"]
+            page.problems += claim_link_problems(page.links, claim_ids, on_claims_page=name == CLAIMS_PAGE)
     return results
 
 

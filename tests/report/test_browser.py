@@ -1,12 +1,12 @@
-"""Published reports in a real browser: every study rendered with `smoke` parameters, plus a fake
-study fed a title full of markup, opened in headless Chromium from a copied folder served at a
-sub-path and from ``file://`` (see browser_check.py for what is checked on every page).
+"""Published reports in a real browser (headless Chromium), with the claims page they cite.
 
-Skipped, with the reason, where no Chromium or no playwright is installed; `make test` installs
-Debian's chromium first where it can (root and apt-get). With REQUIRE_BROWSER=1 (set by .ci/run
-once chromium is installed, so e.g. a missing playwright cannot hide as a skip) it is an error.
-Cost: one smoke render of every study (the run store is shared with test_notebooks.py, so runs
-train once per session) and one browser session.
+Every study rendered with `smoke` parameters, plus a fake study fed a title full of markup, opened from a copied
+folder served at a sub-path and from ``file://`` (see browser_check.py for what is checked on every page); every
+link to claims.html#claim-N lands on an anchor of that page. Skipped, with the reason, where no Chromium or no
+playwright is installed; `make test` installs Debian's chromium first where it can (root and apt-get). With
+REQUIRE_BROWSER=1 (set by .ci/run once chromium is installed, so e.g. a missing playwright cannot hide as a
+skip) it is an error. Cost: one smoke render of every study (the run store is shared with
+tests/test_notebooks.py, so runs train once per session) and one browser session.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import os
 
 import pytest
 
-import browser_check
-from analysis_lib import report
-from test_report import HIDDEN_SOURCE, write_fake_study
+from analysis_lib.report.render import render_all, render_study
+from analysis_lib.report.studies import list_studies
+from tests.report import browser_check
+from tests.report.fake_studies import HIDDEN_SOURCE, write_fake_study
 
 _REASON = browser_check.unavailable_reason()
 if _REASON and os.environ.get("REQUIRE_BROWSER") == "1":
@@ -37,16 +38,17 @@ def checked(tmp_path_factory):
     """Render every study (smoke) and the markup study into one folder; check it in Chromium."""
     root = tmp_path_factory.mktemp("browser")
     reports = root / "reports"
-    write_fake_study(root / "fake-notebooks", MARKUP_STUDY, {"smoke": {"title": MARKUP_TITLE}})
-    report.render_study(MARKUP_STUDY, "smoke", notebooks_dir=root / "fake-notebooks",
+    sources = ["Cohen et al. 2021 (claim 7)", "Git Re-Basin, a premise"]  # a claim and an other premise
+    write_fake_study(root / "fake-notebooks", MARKUP_STUDY, {"smoke": {"title": MARKUP_TITLE, "sources": sources}})
+    render_study(MARKUP_STUDY, "smoke", notebooks_dir=root / "fake-notebooks",
                         reports_dir=reports)
     failed = None
     try:
-        report.render_all("smoke", reports_dir=reports)  # every study; writes the index last
+        render_all("smoke", reports_dir=reports)  # every study; writes the index last
     except RuntimeError as exc:  # a failed study is published with its error: check it too
         failed = str(exc)
     pages = browser_check.check_reports(reports, screenshots=reports / "screenshots")
-    return {"reports": reports, "pages": pages, "studies": report.list_studies(), "failed": failed}
+    return {"reports": reports, "pages": pages, "studies": list_studies(), "failed": failed}
 
 
 def test_every_study_renders_with_smoke_parameters(checked):
@@ -54,7 +56,7 @@ def test_every_study_renders_with_smoke_parameters(checked):
 
 
 def test_every_study_and_the_index_are_checked(checked):
-    expected = {"index.html", f"{MARKUP_STUDY}.html", *(f"{s}.html" for s in checked["studies"])}
+    expected = {"index.html", "claims.html", f"{MARKUP_STUDY}.html", *(f"{s}.html" for s in checked["studies"])}
     assert {name.split(" ", 1)[1] for name in checked["pages"]} == expected
     assert {name.split(" ", 1)[0] for name in checked["pages"]} == {"http", "file"}
 
@@ -62,6 +64,15 @@ def test_every_study_and_the_index_are_checked(checked):
 def test_pages_have_no_console_errors_broken_links_or_outside_requests(checked):
     problems = {name: page.problems for name, page in checked["pages"].items() if page.problems}
     assert problems == {}
+
+
+def test_every_claim_link_lands_on_an_anchor_of_the_claims_page(checked):
+    anchors = set(checked["pages"]["http claims.html"].ids)
+    assert {f"claim-{n}" for n in range(1, 20)} | {"other-premises"} <= anchors
+    for mode in ("http", "file"):
+        linked = {href.partition("#")[2] for name, page in checked["pages"].items() if name.startswith(mode)
+                  for href in page.links if href.startswith("claims.html#")}
+        assert linked and linked <= anchors, mode  # the studies' verdict rows cite claims
 
 
 def test_every_figure_loads(checked):

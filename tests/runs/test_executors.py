@@ -1,9 +1,9 @@
-"""Executors for run grids: a 2-process Dask LocalCluster gives the in-process results; a worker
-killed mid-grid is retried a bounded number of times, then recorded as failed; an interrupted grid
-resumes without recomputing finished runs.
+"""Executors for run grids: Dask workers give the in-process results and survive dying workers.
 
-One LocalCluster (about 3 s to start) is shared by the module. Workers are killed with
-``os._exit`` from inside a task, so which run dies, and how often, is deterministic.
+A 2-process Dask LocalCluster gives the in-process results; a worker killed mid-grid is retried a bounded number
+of times, then recorded as failed; an interrupted grid resumes without recomputing finished runs. One
+LocalCluster (about 3 s to start) is shared by the module. Workers are killed with ``os._exit`` from inside a
+task, so which run dies, and how often, is deterministic.
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import distributed  # noqa: F401  (required: a broken install fails here instead of skipping)
 import pandas as pd
 import pytest
 
-pytest.importorskip("distributed")
-
-import analysis_lib.grid as grid  # noqa: E402
-from analysis_lib.config import ConfigError, with_overrides  # noqa: E402
-from analysis_lib.executors import grid_executor  # noqa: E402
-from analysis_lib.grid import expand_grid, run_grid, run_task  # noqa: E402
-from analysis_lib.runstore import RunStore, run_id  # noqa: E402
+import analysis_lib.training.classifier as classifier
+from analysis_lib.runs.execute import run_grid, run_task
+from analysis_lib.runs.executors import grid_executor
+from analysis_lib.runs.grid import expand_grid
+from analysis_lib.runs.store import RunStore, run_id
+from analysis_lib.training.config import with_overrides
+from analysis_lib.validation import ConfigError
 
 RETRIES = 1  # a task may lose its worker once and be re-run; the second death is final
 
@@ -46,7 +47,7 @@ def _killer(attempts_dir: str, seed: int, deaths: int):
 
     Built in a function so cloudpickle ships it by value to the workers.
     """
-    def task(config, store_root, force, marker):
+    def task(config, rid, store_root, force, marker):
         if config.seed == seed:
             folder = Path(attempts_dir)
             folder.mkdir(exist_ok=True)
@@ -54,7 +55,7 @@ def _killer(attempts_dir: str, seed: int, deaths: int):
             (folder / f"attempt-{n}-{os.getpid()}").write_text("")
             if n < deaths:
                 os._exit(1)  # the worker process dies mid-task, as under kill -9 or the OOM killer
-        return run_task(config, store_root, force, marker)
+        return run_task(config, rid, store_root, force, marker)
     return task
 
 
@@ -148,8 +149,9 @@ def test_lost_task_on_any_executor_is_recorded_with_its_reason(tiny_config, tmp_
 
 SCRIPT = """
 import sys
-from analysis_lib.config import config_from_dict
-from analysis_lib.grid import expand_grid, run_grid
+from analysis_lib.runs.execute import run_grid
+from analysis_lib.runs.grid import expand_grid
+from analysis_lib.training.config import config_from_dict
 base = config_from_dict({base!r})
 run_grid(expand_grid(base, {{"train.lr": [0.1]}}, [0, 1, 2, 3, 4]), store_root={root!r}, progress=False)
 """
@@ -168,8 +170,8 @@ def test_killed_client_resumes_without_recomputing_finished_runs(tiny_config, tm
     done = set(store.run_ids())
     assert 2 <= len(done) < 5 and all(store.is_complete(r) for r in done)
     calls = []
-    real_train = grid.train
-    monkeypatch.setattr(grid, "train", lambda cfg: calls.append(run_id(cfg)) or real_train(cfg))
+    real_train = classifier.train_classifier
+    monkeypatch.setattr(classifier, "train_classifier", lambda cfg: calls.append(run_id(cfg)) or real_train(cfg))
     configs = expand_grid(slow, {"train.lr": [0.1]}, [0, 1, 2, 3, 4])
     resumed = run_grid(configs, store_root=str(root), progress=False)
     assert set(calls) == {run_id(c) for c in configs} - done and len(calls) == len(set(calls))
@@ -200,9 +202,9 @@ def test_slurm_workers_get_one_thread_each():
     """The SLURM path builds a job script from Dask's jobqueue config (no SLURM needed)."""
     import dask
 
-    from analysis_lib.executors import batch_cluster_class
+    from analysis_lib.runs.executors import batch_cluster_class
 
-    pytest.importorskip("dask_jobqueue")
+    pytest.importorskip("dask_jobqueue", reason="dask_jobqueue is the optional 'cluster' extra")
     cls = batch_cluster_class("slurm")
     settings = {"jobqueue.slurm.cores": 4, "jobqueue.slurm.processes": 4, "jobqueue.slurm.memory": "8GB"}
     with dask.config.set(settings):

@@ -1,14 +1,21 @@
-"""Run grids: expansion, labels, named arms, and the executor argument."""
+"""Run grids: labelled configs and the GridResult that reads the runs back from their store.
+
+Expansion into labelled configs, named arms, condition names, selecting configs by label, and the GridResult
+accessors (run ids by label, config parameters, extra tables, checkpoints and models of the runs), which read
+the runs from the store the grid ran in, also when it is not the default one.
+"""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pandas as pd
 import pytest
+import torch
 
-from analysis_lib.config import ConfigError
-from analysis_lib.grid import condition_name, expand_grid, run_grid
+import analysis_lib.training.classifier as classifier
+from analysis_lib.runs.execute import run_grid
+from analysis_lib.runs.grid import condition_name, expand_grid, select
+from analysis_lib.runs.store import RunStore, run_id
+from analysis_lib.training.config import with_overrides
 
 
 def test_product_of_conditions_and_seeds(tiny_config):
@@ -33,74 +40,120 @@ def test_named_arms_label_every_key(tiny_config):
 def test_condition_names():
     assert condition_name("model.kind") == "model"
     assert condition_name("train.weight_decay") == "weight_decay"
+    assert condition_name("data.name") == "dataset" and condition_name("train.optimizer") == "optimizer"
 
 
-def test_metrics_are_tidy_and_labelled(tiny_config, store_root):
-    configs = expand_grid(tiny_config, {"train.optimizer": ["sgd", "adam"]}, [0, 1])
-    result = run_grid(configs, store_root=store_root, progress=False)
-    assert list(result.metrics.columns) == ["run_id", "optimizer", "seed", "step", "layer", "metric", "value"]
-    assert result.metrics.groupby("optimizer")["run_id"].nunique().to_dict() == {"adam": 2, "sgd": 2}
-    assert set(result.metrics["layer"]) == {"model", "fc1", "fc2", "out"}
-    assert len(result.runs) == 4 and (result.runs["status"] == "finished").all()
-
-
-def test_shared_run_is_trained_once_and_relabelled(tiny_config, store_root):
-    first = run_grid(expand_grid(tiny_config, {"train.lr": [0.1]}, [0]), store_root=store_root, progress=False)
-    second = run_grid(expand_grid(tiny_config, {"a": {"train.lr": [0.1]}, "b": {"train.lr": [0.1]}}, [0]),
-                      store_root=store_root, progress=False)
-    assert second.runs["cached"].all()
-    assert second.runs["arm"].tolist() == ["a", "b"]
-    values = second.metrics[second.metrics["arm"] == "a"]["value"].to_numpy()
-    assert (values == first.metrics["value"].to_numpy()).all()
-
-
-def test_executor_gives_the_same_results_as_in_process(tiny_config, tmp_path):
-    configs = expand_grid(tiny_config, {"train.lr": [0.05, 0.1]}, [0, 1])
-    local = run_grid(configs, store_root=str(tmp_path / "a"), progress=False)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pooled = run_grid(configs, store_root=str(tmp_path / "b"), executor=pool, progress=False)
-    pd.testing.assert_frame_equal(local.metrics, pooled.metrics, check_exact=True)
-
-
-class CountingExecutor:
-    """A thread pool that records what it was asked to run."""
-
-    def __init__(self, pool):
-        self.pool, self.submitted = pool, []
-
-    def submit(self, fn, config, *args):
-        self.submitted.append(config)
-        return self.pool.submit(fn, config, *args)
-
-
-def test_executor_gets_each_missing_run_once(tiny_config, store_root):
-    arms = {"a": {"train.lr": [0.1, 0.05]}, "b": {"train.lr": [0.1]}}  # lr 0.1 is in both arms
+def test_select_keeps_the_configs_whose_labels_match(tiny_config):
+    arms = {"a": {"train.lr": [0.1, 0.05]}, "b": {"train.lr": [0.1]}}
     configs = expand_grid(tiny_config, arms, [0, 1])
-    run_grid(configs[:1], store_root=store_root, progress=False)  # one run already stored
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        counting = CountingExecutor(pool)
-        result = run_grid(configs, store_root=store_root, executor=counting, progress=False)
-    ids = [c.seed for c in counting.submitted]
-    assert len(counting.submitted) == 3 and sorted(ids) == [0, 1, 1]  # 4 distinct runs, 1 stored
-    assert result.runs["cached"].sum() == 2  # the stored run, reported under both arms
-    assert (result.runs["status"] == "finished").all() and len(result.runs) == 6
+    in_a = select(configs, arm="a")
+    assert [(c.train.lr, c.seed) for c in in_a] == [(0.1, 0), (0.1, 1), (0.05, 0), (0.05, 1)]
+    assert [c.label("arm") for c in select(configs, lr=0.1)] == ["a", "a", "b", "b"]
+    assert select(configs, arm="b", lr=0.1) == configs[4:6]
+    assert select(configs, arm="c") == [] and select(configs) == configs
 
 
-def test_store_on_is_validated(tiny_config, store_root):
-    with pytest.raises(ConfigError, match="store_on='nfs': must be 'auto', 'worker' or 'client'"):
-        run_grid([tiny_config], store_root=store_root, store_on="nfs")
+@pytest.fixture
+def stored_grid(tiny_config, tmp_path):
+    """A 2 lr × 2 seed grid with the weights and spectrum probes in a store outside the default one."""
+    base = with_overrides(tiny_config, {"probes.names": ["eval", "weights", "spectrum"]})
+    configs = expand_grid(base, {"train.lr": [0.05, 0.1]}, [0, 1])
+    root = tmp_path / "elsewhere" / "runs"
+    return configs, root, run_grid(configs, store_root=str(root), progress=False)
 
 
-def test_progress_is_quiet_in_ci(monkeypatch):
-    from analysis_lib.progress import progress_bar, progress_enabled
+def test_run_ids_select_runs_by_label_in_grid_order(stored_grid):
+    configs, _, result = stored_grid
+    ids = [run_id(c) for c in configs]
+    assert result.run_ids() == ids
+    assert result.run_ids(lr=0.1) == ids[2:]
+    assert result.run_ids(lr=0.1, seed=0) == [ids[2]]
+    assert result.run_ids(lr=0.5) == []
+    with pytest.raises(ValueError, match="arm=.*not a column of the run table"):
+        result.run_ids(arm="a")
 
-    monkeypatch.delenv("CI", raising=False)
-    monkeypatch.delenv("ANALYSIS_LIB_PROGRESS", raising=False)
-    assert progress_enabled() and not progress_enabled(False)
-    monkeypatch.setenv("ANALYSIS_LIB_PROGRESS", "0")
-    assert not progress_enabled() and progress_enabled(True)
-    monkeypatch.delenv("ANALYSIS_LIB_PROGRESS")
-    monkeypatch.setenv("CI", "true")
-    with progress_bar(10, "lanczos") as bar:
-        assert bar.disable
-        bar.update(3)
+
+def test_run_ids_list_a_run_shared_by_two_arms_once(tiny_config, store_root):
+    configs = expand_grid(tiny_config, {"a": {"train.lr": [0.1]}, "b": {"train.lr": [0.1]}}, [0])
+    result = run_grid(configs, store_root=store_root, progress=False)
+    assert len(result.runs) == 2 and result.run_ids() == [run_id(configs[0])]
+    assert result.run_ids(arm="b") == [run_id(configs[0])]
+
+
+def test_parameter_reads_a_config_value_of_every_run(stored_grid):
+    configs, _, result = stored_grid
+    lrs = result.parameter("train.lr")
+    assert lrs.name == "train.lr" and lrs.to_dict() == {run_id(c): c.train.lr for c in configs}
+    assert set(result.parameter("seed").to_dict().values()) == {0, 1}
+    assert result.configs == {run_id(c): c for c in configs}
+
+
+def test_table_labels_each_runs_stored_table(stored_grid):
+    configs, root, result = stored_grid
+    spectra = result.table("spectrum")
+    store = RunStore(root)
+    stored = store.load_table(run_id(configs[0]), "spectrum")
+    assert list(spectra.columns) == ["run_id", "lr", "seed", *stored.columns]
+    assert spectra.groupby("run_id")["lr"].first().to_dict() == {run_id(c): c.train.lr for c in configs}
+    for c in configs:
+        rows = spectra[spectra["run_id"] == run_id(c)]
+        assert (rows["seed"] == c.seed).all()
+        pd.testing.assert_frame_equal(rows[stored.columns].reset_index(drop=True),
+                                      store.load_table(run_id(c), "spectrum"))
+    missing = result.table("no_such_table")
+    assert missing.empty and list(missing.columns) == ["run_id", "lr", "seed"]
+
+
+def test_checkpoints_and_models_come_from_the_store(stored_grid):
+    configs, root, result = stored_grid
+    finals = result.checkpoints("final")
+    assert list(finals) == [run_id(c) for c in configs]
+    store = RunStore(root)
+    for rid, state in finals.items():
+        stored = store.load_checkpoint(rid, "final")
+        assert state.keys() == stored.keys() and all(torch.equal(state[k], stored[k]) for k in state)
+    trajectories = result.checkpoints("trajectory")
+    assert set(trajectories) == set(finals)
+    assert trajectories[run_id(configs[0])]["steps"].tolist() == [0, 3, 6, 9, 12]
+    assert result.checkpoints("missing") == {}
+    rid = run_id(configs[3])
+    model = result.model(rid)
+    assert not model.training
+    assert all(torch.equal(v, finals[rid][k]) for k, v in model.state_dict().items())
+    untrained = configs[3].build_model()
+    assert not all(torch.equal(v, finals[rid][k]) for k, v in untrained.state_dict().items())
+    with pytest.raises(ValueError, match="has no 'base' checkpoint"):
+        result.model(rid, "base")
+
+
+def test_model_without_the_weights_probe_says_how_to_get_one(tiny_config, store_root):
+    result = run_grid([tiny_config], store_root=store_root, progress=False)
+    with pytest.raises(ValueError, match="no 'final' checkpoint: add 'weights' to probes.names"):
+        result.model(run_id(tiny_config))
+
+
+def test_grid_result_remembers_its_store(stored_grid, tmp_path, monkeypatch):
+    """Tables and checkpoints are read from the grid's own (non-default) store, without naming it again."""
+    configs, root, result = stored_grid
+    monkeypatch.setenv("ANALYSIS_LIB_DATA", str(tmp_path / "empty-default"))  # the default store is empty
+    assert RunStore().run_ids() == [] and result.store.root == root
+    assert set(result.checkpoints("final")) == {run_id(c) for c in configs}
+    assert result.table("spectrum")["run_id"].nunique() == 4
+    assert result.model(run_id(configs[0])) is not None
+
+
+def test_failed_runs_have_no_tables_or_checkpoints(tiny_config, store_root, monkeypatch):
+    real = classifier.train_classifier
+
+    def fails_seed_1(config):
+        if config.seed == 1:
+            raise RuntimeError("simulated fault")
+        return real(config)
+
+    monkeypatch.setattr(classifier, "train_classifier", fails_seed_1)
+    configs = expand_grid(with_overrides(tiny_config, {"probes.names": ["weights", "spectrum"]}),
+                          {"train.lr": [0.1]}, [0, 1])
+    result = run_grid(configs, store_root=store_root, progress=False)
+    assert result.status_counts() == {"finished": 1, "diverged": 0, "failed": 1}
+    assert list(result.checkpoints("final")) == [run_id(configs[0])]
+    assert set(result.table("spectrum")["seed"]) == {0}

@@ -1,4 +1,8 @@
-"""Run store: round trip, cache hits, failed runs retried, and no half-written run ever read as finished."""
+"""Run store: one atomic folder per run, keyed by a hash of its config.
+
+Round trip, cache hits, failed runs retried, no half-written run ever read as finished, derived tables computed
+once, and run ids unchanged by the move of the library into subject packages.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,14 @@ import textwrap
 import pandas as pd
 import pytest
 
-import analysis_lib.grid as grid
-from analysis_lib.config import config_from_dict, with_overrides
-from analysis_lib.grid import ensure_run
-from analysis_lib.runstore import RunStore, run_id
+import analysis_lib.training.classifier as classifier
+from analysis_lib.lm.config import LMRunConfig
+from analysis_lib.runs.execute import ensure_run
+from analysis_lib.runs.store import RunStore, run_id
+from analysis_lib.training.config import RunConfig, config_from_dict, with_overrides
+
+# run_id(RunConfig()) and run_id(LMRunConfig()) as the flat layout (analysis_lib.runstore) computed them.
+OLD_DEFAULT_RUN_ID, OLD_DEFAULT_LM_RUN_ID = "61926cd4442bf9d4", "d52ce99758e5c2aa"
 
 
 def test_round_trip(tiny_config, store_root):
@@ -41,9 +49,14 @@ def test_run_id_depends_on_config_not_labels(tiny_config):
     assert run_id(with_overrides(tiny_config, {"seed": 1})) != run_id(tiny_config)
 
 
+def test_run_ids_did_not_change_with_the_move_into_packages():
+    assert run_id(RunConfig()) == OLD_DEFAULT_RUN_ID
+    assert run_id(LMRunConfig()) == OLD_DEFAULT_LM_RUN_ID
+
+
 def test_cache_hit_does_not_train_again(tiny_config, store_root, monkeypatch):
     ensure_run(tiny_config, store_root)
-    monkeypatch.setattr(grid, "train", lambda *a, **k: pytest.fail("a cached run was recomputed"))
+    monkeypatch.setattr(classifier, "train_classifier", lambda *a, **k: pytest.fail("a cached run was recomputed"))
     meta = ensure_run(tiny_config, store_root)
     assert meta["cached"] and meta["status"] == "finished"
 
@@ -57,7 +70,7 @@ def test_failed_run_is_recorded_then_retried(tiny_config, store_root, monkeypatc
     def broken(*args, **kwargs):
         raise RuntimeError("simulated fault")
 
-    monkeypatch.setattr(grid, "train", broken)
+    monkeypatch.setattr(classifier, "train_classifier", broken)
     meta = ensure_run(tiny_config, store_root)
     assert meta["status"] == "failed" and "simulated fault" in meta["error"]
     assert not RunStore(store_root).is_complete(run_id(tiny_config))
@@ -70,7 +83,7 @@ def test_crash_mid_write_leaves_no_finished_run(tiny_config, store_root):
     """A process killed while writing a run leaves nothing that reads as a run."""
     script = textwrap.dedent(f"""
         import os, pandas as pd
-        from analysis_lib.runstore import RunStore
+        from analysis_lib.runs.store import RunStore
         real = pd.DataFrame.to_parquet
         def dying(self, path, **kw):
             real(self, path, **kw)   # metrics file complete ...

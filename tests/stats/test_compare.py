@@ -1,6 +1,8 @@
-"""Tests of analysis_lib.stats / analysis_lib.effects against direct scipy/statsmodels calls.
+"""Tests of analysis_lib.stats.compare (compare_conditions, equivalence_test) against direct scipy/statsmodels calls.
 
-Synthetic tidy frames with a known effect, float64 throughout. Cases are written as data.
+Synthetic tidy frames with a known effect, float64 throughout: test statistics, p-values, effect sizes, Holm
+adjustment, pairing by seed, missing and duplicate units, row order, bad arguments, and the TOST equivalence test.
+Cases are written as data.
 """
 
 from __future__ import annotations
@@ -8,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import statsmodels.formula.api as smf
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 
-from analysis_lib import effects, stats
+from analysis_lib.stats import compare
+from analysis_lib.stats.results import RESULT_COLUMNS
 
 RTOL = 1e-12
 
@@ -64,9 +66,9 @@ def slow_hedges_g(t, b):
 @pytest.mark.parametrize("paired, test, name, reference", SCIPY_CASES)
 def test_compare_matches_scipy(paired, test, name, reference):
     df = make_frame({"sgd": 0.0, "adam": 0.05, "adamw": -0.03}, layers=("fc1", "fc2", "model"))
-    out = stats.compare_conditions(df, "optimizer", baseline="sgd", paired=paired, test=test,
-                                   n_boot=200)
-    assert list(out.columns) == list(stats.RESULT_COLUMNS)
+    out = compare.compare_conditions(df, "optimizer", baseline="sgd", paired=paired, test=test,
+                                     n_boot=200)
+    assert list(out.columns) == list(RESULT_COLUMNS)
     assert len(out) == 6  # 2 levels x 3 layers
     for row in out.itertuples():
         level = row.contrast.split(" - ")[0]
@@ -96,7 +98,7 @@ KNOWN_EFFECT_CASES = [  # (paired, seed_sd): unpaired needs little between-seed 
 @pytest.mark.parametrize("paired, seed_sd", KNOWN_EFFECT_CASES)
 def test_known_effect_detected_and_covered(paired, seed_sd):
     df = make_frame({"sgd": 0.0, "adam": 1.0, "adamw": 0.0}, seed_sd=seed_sd, layers=("fc1",))
-    out = stats.compare_conditions(df, "optimizer", baseline="sgd", paired=paired).set_index(
+    out = compare.compare_conditions(df, "optimizer", baseline="sgd", paired=paired).set_index(
         "contrast")
     adam, adamw = out.loc["adam - sgd"], out.loc["adamw - sgd"]
     assert adam.estimate > 0 and adam.effect_size > 0 and adam.statistic > 0
@@ -108,8 +110,8 @@ def test_known_effect_detected_and_covered(paired, seed_sd):
 
 def test_sign_flips_with_baseline():
     df = make_frame()
-    default = stats.compare_conditions(df, "optimizer")  # baseline: first sorted level, "adam"
-    flipped = stats.compare_conditions(df, "optimizer", baseline="sgd")
+    default = compare.compare_conditions(df, "optimizer")  # baseline: first sorted level, "adam"
+    flipped = compare.compare_conditions(df, "optimizer", baseline="sgd")
     assert set(default.contrast) == {"sgd - adam"}
     assert set(flipped.contrast) == {"adam - sgd"}
     np.testing.assert_allclose(default.estimate, -flipped.estimate, rtol=RTOL)
@@ -121,7 +123,7 @@ def test_sign_flips_with_baseline():
 def test_p_adj_bounds(adjust):
     df = make_frame({"sgd": 0.0, "adam": 0.03, "adamw": 0.05, "lion": -0.02},
                     layers=("a", "b", "c"), metrics=("loss", "grad_norm"))
-    out = stats.compare_conditions(df, "optimizer", baseline="sgd", adjust=adjust, n_boot=100)
+    out = compare.compare_conditions(df, "optimizer", baseline="sgd", adjust=adjust, n_boot=100)
     assert len(out) == 3 * 3 * 2
     assert (out.p_adj >= out.pvalue).all() and (out.p_adj <= 1.0).all()
     assert out.method.str.endswith(f", {adjust or 'unadjusted'}").all()
@@ -135,7 +137,7 @@ def test_p_adj_bounds(adjust):
 def test_missing_unit_is_dropped_and_pairing_is_by_seed():
     df = make_frame(layers=("fc1",))
     df = df[~((df.optimizer == "adam") & (df.seed == 3))]  # seed 3 diverged under adam
-    out = stats.compare_conditions(df, "optimizer", baseline="sgd").iloc[0]
+    out = compare.compare_conditions(df, "optimizer", baseline="sgd").iloc[0]
     seeds = [s for s in range(10) if s != 3]
     t = unit_values(df, "adam", "loss", "fc1", seeds)
     b = unit_values(df, "sgd", "loss", "fc1", seeds)
@@ -148,7 +150,7 @@ def test_missing_unit_is_dropped_and_pairing_is_by_seed():
 def test_nan_value_counts_as_missing():
     df = make_frame(layers=("fc1",))
     df.loc[(df.optimizer == "adam") & (df.seed == 3), "value"] = np.nan
-    out = stats.compare_conditions(df, "optimizer", baseline="sgd")
+    out = compare.compare_conditions(df, "optimizer", baseline="sgd")
     assert out.n.iloc[0] == 9 and np.isfinite(out.pvalue.iloc[0])
 
 
@@ -160,13 +162,13 @@ def test_row_order_does_not_matter(paired, test):
     kwargs = dict(baseline="sgd", paired=paired, test=test, n_boot=300)
     # Rows follow the order groups first appear in; their values must not depend on row order.
     by_group = lambda t: t.sort_values(["metric", "layer"]).reset_index(drop=True)  # noqa: E731
-    pd.testing.assert_frame_equal(by_group(stats.compare_conditions(df, "optimizer", **kwargs)),
-                                  by_group(stats.compare_conditions(shuffled, "optimizer", **kwargs)))
+    pd.testing.assert_frame_equal(by_group(compare.compare_conditions(df, "optimizer", **kwargs)),
+                                  by_group(compare.compare_conditions(shuffled, "optimizer", **kwargs)))
 
 
 def test_rows_follow_the_data_order_of_layers():
     df = make_frame({"sgd": 0.0, "adam": 0.3}, layers=("fc2", "fc10", "fc1"))
-    out = stats.compare_conditions(df, "optimizer", baseline="sgd", n_boot=100)
+    out = compare.compare_conditions(df, "optimizer", baseline="sgd", n_boot=100)
     assert out["layer"].tolist() == ["fc2", "fc10", "fc1"]
 
 
@@ -175,14 +177,14 @@ def test_duplicate_rows_per_unit_are_averaged():
     later = df.assign(step=200, value=df.value + np.linspace(-0.2, 0.2, len(df)))
     both = pd.concat([df, later], ignore_index=True)
     means = both.groupby(["optimizer", "seed", "layer", "metric"], as_index=False)["value"].mean()
-    pd.testing.assert_frame_equal(stats.compare_conditions(both, "optimizer", n_boot=200),
-                                  stats.compare_conditions(means, "optimizer", n_boot=200))
+    pd.testing.assert_frame_equal(compare.compare_conditions(both, "optimizer", n_boot=200),
+                                  compare.compare_conditions(means, "optimizer", n_boot=200))
 
 
 def test_extra_by_column_goes_into_contrast():
     df = pd.concat([make_frame(rng_seed=0).assign(lr=0.1), make_frame(rng_seed=1).assign(lr=0.01)])
-    out = stats.compare_conditions(df, "optimizer", baseline="sgd", by=("metric", "layer", "lr"),
-                                   n_boot=100)
+    out = compare.compare_conditions(df, "optimizer", baseline="sgd", by=("metric", "layer", "lr"),
+                                     n_boot=100)
     assert len(out) == 4 and out.contrast.str.startswith("adam - sgd [lr=").all()
     assert out.contrast.nunique() == 2
 
@@ -200,8 +202,8 @@ FEW_PAIRS_CASES = [  # (paired, test, adam seeds kept, expected n)
 def test_too_few_units_gives_nan_row(paired, test, kept, n):
     df = make_frame(layers=("fc1", "fc2"))
     few = (df.optimizer == "adam") & ~df.seed.isin(kept) & (df.layer == "fc1")
-    out = stats.compare_conditions(df[~few], "optimizer", baseline="sgd", paired=paired,
-                                   test=test).set_index("layer")
+    out = compare.compare_conditions(df[~few], "optimizer", baseline="sgd", paired=paired,
+                                     test=test).set_index("layer")
     assert out.loc["fc1", "n"] == n
     assert np.isnan(out.loc["fc1", "pvalue"]) and np.isnan(out.loc["fc1", "p_adj"])
     assert np.isnan(out.loc["fc1", "statistic"]) and np.isnan(out.loc["fc1", "ci_low"])
@@ -230,99 +232,39 @@ COMPARE_BAD_ARGS = [  # (keyword arguments, argument named in the message)
 def test_compare_bad_arguments(kwargs, name):
     kwargs = dict(dict(condition="optimizer"), **kwargs)
     with pytest.raises(ValueError, match=f"invalid argument {name}"):
-        stats.compare_conditions(make_frame(metrics=("loss", "acc")), **kwargs)
+        compare.compare_conditions(make_frame(metrics=("loss", "acc")), **kwargs)
 
 
 def test_single_level_is_rejected():
     df = make_frame({"sgd": 0.0})
     with pytest.raises(ValueError, match="invalid argument condition='optimizer'.*two levels"):
-        stats.compare_conditions(df, "optimizer")
+        compare.compare_conditions(df, "optimizer")
 
 
-OTHER_BAD_ARGS = [  # (function, keyword arguments, argument named in the message)
-    (stats.equivalence_test, dict(condition="optimizer", margin=0.0), "margin"),
-    (stats.equivalence_test, dict(condition="optimizer", margin=-1.0), "margin"),
-    (stats.equivalence_test, dict(condition="optimizer", margin=0.1, adjust="x"), "adjust"),
-    (stats.mixed_model, dict(formula="value ~ C(optimizer)", groups="nope"), "groups"),
-    (stats.mixed_model, dict(formula="value C(optimizer)"), "formula"),
-    (stats.mixed_model, dict(formula="value ~ C(optimizer)", metric="acc"), "metric"),
-    (stats.spearman_ci, dict(x="nope", y="value"), "x"),
-    (stats.adjust_pvalues, dict(pvalues=[0.1], method="sidak-ish"), "method"),
+EQUIVALENCE_BAD_ARGS = [  # (keyword arguments, argument named in the message)
+    (dict(margin=0.0), "margin"),
+    (dict(margin=-1.0), "margin"),
+    (dict(margin=0.1, adjust="x"), "adjust"),
 ]
 
 
-@pytest.mark.parametrize("fn, kwargs, name", OTHER_BAD_ARGS)
-def test_other_bad_arguments(fn, kwargs, name):
-    args = () if fn is stats.adjust_pvalues else (make_frame(),)
+@pytest.mark.parametrize("kwargs, name", EQUIVALENCE_BAD_ARGS)
+def test_equivalence_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"invalid argument {name}"):
-        fn(*args, **kwargs)
-
-
-def test_mixed_model_needs_one_metric():
-    df = make_frame(metrics=("loss", "grad_norm"))
-    with pytest.raises(ValueError, match="invalid argument metric=None.*several metrics"):
-        stats.mixed_model(df, "value ~ C(optimizer)")
-
-
-# ------------------------------------------------------------------------------------------
-# adjust_pvalues, bootstrap, effect sizes
-
-@pytest.mark.parametrize("method", ["holm", "fdr_bh", "bonferroni"])
-def test_adjust_matches_multipletests_and_keeps_nan(method):
-    p = np.array([0.01, np.nan, 0.04, 0.03, np.nan, 0.2, 0.001])
-    got = stats.adjust_pvalues(p, method)
-    finite = ~np.isnan(p)
-    np.testing.assert_array_equal(np.isnan(got), ~finite)
-    np.testing.assert_allclose(got[finite], multipletests(p[finite], method=method)[1],
-                               rtol=RTOL)
-
-
-def test_adjust_none_and_all_nan():
-    p = np.array([0.5, np.nan])
-    np.testing.assert_array_equal(stats.adjust_pvalues(p, None), p)
-    assert np.isnan(stats.adjust_pvalues([np.nan, np.nan])).all()
-
-
-def test_bootstrap_deterministic_and_seeded():
-    x = np.random.default_rng(0).normal(size=30)
-    a = effects.bootstrap_ci(x, seed=3)
-    assert a == effects.bootstrap_ci(x, seed=3)
-    assert a != effects.bootstrap_ci(x, seed=4)
-    # The per-resample fallback (statistic without `axis`) sees the same resamples.
-    assert a == effects.bootstrap_ci(x, lambda s: float(np.mean(s)), seed=3)
-
-
-def test_bootstrap_matches_explicit_resamples_and_t_interval():
-    x = np.random.default_rng(1).normal(2.0, 1.0, size=400)
-    idx = np.random.default_rng(5).integers(0, x.size, size=(1000, x.size))
-    expected = np.quantile(x[idx].mean(axis=1), [0.05, 0.95])
-    np.testing.assert_allclose(effects.bootstrap_ci(x, n_boot=1000, ci=0.9, seed=5), expected,
-                               rtol=RTOL)
-    t_half = sps.t.ppf(0.95, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
-    low, high = effects.bootstrap_ci(x, ci=0.9, seed=5)
-    np.testing.assert_allclose([low, high], [x.mean() - t_half, x.mean() + t_half], atol=0.02)
+        compare.equivalence_test(make_frame(), condition="optimizer", **kwargs)
 
 
 def test_compare_ci_changes_with_seed_only():
     df = make_frame()
-    a = stats.compare_conditions(df, "optimizer", seed=1, n_boot=300)
-    b = stats.compare_conditions(df, "optimizer", seed=2, n_boot=300)
-    pd.testing.assert_frame_equal(a, stats.compare_conditions(df, "optimizer", seed=1, n_boot=300))
+    a = compare.compare_conditions(df, "optimizer", seed=1, n_boot=300)
+    b = compare.compare_conditions(df, "optimizer", seed=2, n_boot=300)
+    pd.testing.assert_frame_equal(a, compare.compare_conditions(df, "optimizer", seed=1, n_boot=300))
     assert not np.allclose(a.ci_low, b.ci_low)
     pd.testing.assert_series_equal(a.pvalue, b.pvalue)
 
 
-@pytest.mark.parametrize("rng_seed", [0, 1, 2])
-def test_spearman_rho_vectorised_matches_scipy(rng_seed):
-    rng = np.random.default_rng(rng_seed)
-    xy = rng.integers(0, 6, size=(4, 15, 2)).astype(np.float64)  # ties on purpose
-    got = effects.spearman_rho(xy, axis=1)
-    want = [sps.spearmanr(m[:, 0], m[:, 1]).statistic for m in xy]
-    np.testing.assert_allclose(got, want, rtol=1e-12)
-
-
 # ------------------------------------------------------------------------------------------
-# equivalence_test, mixed_model, spearman_ci
+# equivalence_test
 
 TOST_CASES = [  # (paired, reference)
     (True, lambda t, b, m: ttost_paired(t, b, -m, m)),
@@ -334,8 +276,8 @@ TOST_CASES = [  # (paired, reference)
 def test_tost_matches_statsmodels(paired, reference):
     df = make_frame({"sgd": 0.0, "adam": 1.0, "adamw": 0.0}, seed_sd=0.0 if not paired else 0.5,
                     layers=("fc1",))
-    out = stats.equivalence_test(df, "optimizer", baseline="sgd", margin=0.2, paired=paired,
-                                 n_boot=500).set_index("contrast")
+    out = compare.equivalence_test(df, "optimizer", baseline="sgd", margin=0.2, paired=paired,
+                                   n_boot=500).set_index("contrast")
     for level in ("adam", "adamw"):
         t, b = unit_values(df, level, "loss", "fc1"), unit_values(df, "sgd", "loss", "fc1")
         p, lower, upper = reference(t, b, 0.2)
@@ -347,56 +289,6 @@ def test_tost_matches_statsmodels(paired, reference):
     assert out.loc["adamw - sgd", "p_adj"] < 0.01  # equivalent within 0.2
     assert out.loc["adam - sgd", "pvalue"] > 0.99  # a difference of 1.0 is not
     # The 90% CI sits strictly inside the 95% CI of compare_conditions (same resamples).
-    wide = stats.compare_conditions(df, "optimizer", baseline="sgd", paired=paired, n_boot=500)
+    wide = compare.compare_conditions(df, "optimizer", baseline="sgd", paired=paired, n_boot=500)
     assert (wide.ci_low.to_numpy() < out.ci_low.to_numpy()).all()
     assert (wide.ci_high.to_numpy() > out.ci_high.to_numpy()).all()
-
-
-def test_mixed_model_matches_direct_mixedlm():
-    df = make_frame({"sgd": 0.0, "adam": 1.0}, layers=("fc1", "fc2", "fc3"),
-                    metrics=("loss", "grad_norm"))
-    formula = "value ~ C(optimizer) * C(layer)"
-    out = stats.mixed_model(df, formula, metric="loss")
-    data = (df[df.metric == "loss"].sort_values(["optimizer", "layer", "seed"])
-            .reset_index(drop=True))
-    fit = smf.mixedlm(formula, data, groups=data["seed"]).fit(reml=True)
-    assert list(out.columns) == list(stats.RESULT_COLUMNS)
-    assert list(out.contrast) == list(fit.fe_params.index)
-    np.testing.assert_allclose(out.estimate, fit.fe_params, rtol=1e-6)
-    np.testing.assert_allclose(out.pvalue, fit.pvalues[fit.fe_params.index], rtol=1e-4)
-    conf = fit.conf_int().loc[fit.fe_params.index]
-    np.testing.assert_allclose(out[["ci_low", "ci_high"]], conf, rtol=1e-6)
-    assert (out.n == 60).all() and (out.metric == "loss").all() and (out.layer == "all").all()
-    assert out.method.iloc[0] == "MixedLM (random intercept: seed), holm"
-    terms = out.set_index("contrast")
-    assert np.isnan(terms.loc["Intercept", "p_adj"])
-    family = out.contrast != "Intercept"
-    np.testing.assert_allclose(out.p_adj[family],
-                               multipletests(out.pvalue[family], method="holm")[1], rtol=RTOL)
-    sgd = terms.loc["C(optimizer)[T.sgd]"]  # reference level is "adam"
-    assert sgd.ci_low < -1.0 < sgd.ci_high and sgd.p_adj < 1e-6
-
-
-def test_mixed_model_flags_boundary_fit():
-    # No seed effect at all: REML puts the seed variance on the boundary (0).
-    df = make_frame(seed_sd=0.0, n_seeds=5)
-    df["value"] = np.random.default_rng(4).normal(size=len(df))
-    out = stats.mixed_model(df, "value ~ C(optimizer) * C(layer)")
-    assert out.method.str.endswith("; variance on boundary").all()
-    assert np.isfinite(out.estimate).all()
-
-
-def test_spearman_matches_scipy():
-    rng = np.random.default_rng(0)
-    df = pd.DataFrame({"lr": rng.uniform(size=40), "metric": "loss"})
-    df["value"] = -df.lr + rng.normal(0, 0.3, size=40)
-    df.loc[[3, 11], "value"] = np.nan
-    out = stats.spearman_ci(df, "lr", "value", n_boot=1000)
-    clean = df.dropna()
-    ref = sps.spearmanr(clean.lr, clean.value)
-    row = out.iloc[0]
-    assert list(out.columns) == list(stats.RESULT_COLUMNS)
-    np.testing.assert_allclose([row.estimate, row.statistic, row.pvalue, row.p_adj],
-                               [ref.statistic, ref.statistic, ref.pvalue, ref.pvalue], rtol=RTOL)
-    assert row.ci_low < row.estimate < row.ci_high < 0
-    assert (row.n, row.contrast, row.layer, row.metric) == (38, "value ~ lr", "model", "loss")

@@ -1,4 +1,8 @@
-"""Per-run reductions against direct numpy/pandas computations on hand-made tidy tables."""
+"""Tests of analysis_lib.stats.reductions against direct numpy/pandas computations on hand-made tidy tables.
+
+last_step and final_values (the end of each run, also when runs end at different steps), layer_spread,
+mean_over_training, run_table and log10_values.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis_lib.summaries import final_values, layer_spread, log10_values, mean_over_training, run_table
-from analysis_lib.verdicts import verdict_from_interval, verdict_row, verdict_table
+from analysis_lib.stats.reductions import (
+    final_values,
+    last_step,
+    layer_spread,
+    log10_values,
+    mean_over_training,
+    run_table,
+)
 
 
 def _tidy():
@@ -27,6 +37,32 @@ def test_final_values_take_the_last_step_per_run_layer_metric():
     assert set(final[final["run_id"] == "r0"]["step"]) == {20}
     assert set(final[final["run_id"] == "r1"]["step"]) == {10}
     assert len(final) == 2 * 4
+
+
+def test_last_step_keeps_every_metric_at_each_runs_last_step():
+    df = _tidy()
+    df = df[~((df["run_id"] == "r1") & (df["step"] == 20))]  # r1 ended at step 10
+    last = last_step(df)
+    for run, end in (("r0", 20), ("r1", 10)):
+        rows = last[last["run_id"] == run]
+        assert set(rows["step"]) == {end}
+        expected = df[(df["run_id"] == run) & (df["step"] == end)]
+        pd.testing.assert_frame_equal(rows, expected)  # every metric and layer of that step, rows unchanged
+        assert set(rows["metric"]) == {"update_ratio", "test_acc"} and len(rows) == 4
+    assert len(last) == 2 * 4
+
+
+def test_last_step_is_one_step_per_run_unlike_final_values():
+    # r0 stopped recording test_acc at step 10 but probed update_ratio until 20.
+    df = _tidy()
+    df = df[~((df["run_id"] == "r0") & (df["step"] == 20) & (df["metric"] == "test_acc"))]
+    last = last_step(df)
+    assert set(last.loc[last["run_id"] == "r0", "step"]) == {20}
+    assert set(last.loc[last["run_id"] == "r0", "metric"]) == {"update_ratio"}  # test_acc not taken from step 10
+    final = final_values(df)
+    assert final.loc[(final["run_id"] == "r0") & (final["metric"] == "test_acc"), "step"].item() == 10
+    by_seed = last_step(df, by=["optimizer", "seed"])  # another grouping: the same runs here
+    pd.testing.assert_frame_equal(by_seed, last)
 
 
 def test_layer_spread_is_sd_of_log10_across_layers_excluding_model():
@@ -53,26 +89,3 @@ def test_run_table_and_log10():
     logged = log10_values(final, ["update_ratio"])
     assert set(logged["metric"]) == {"log10 update_ratio", "test_acc"}
     assert logged[logged["layer"] == "fc2"]["value"].iloc[0] == pytest.approx(np.log10(210))
-
-
-@pytest.mark.parametrize("low, high, expected, outcome", [
-    (0.1, 0.5, "positive", "yes"),
-    (-0.5, -0.1, "positive", "no"),
-    (-0.1, 0.5, "positive", "inconclusive"),
-    (-0.5, -0.1, "negative", "yes"),
-    (0.1, 0.5, "negative", "no"),
-    (float("nan"), 0.5, "positive", "inconclusive"),
-])
-def test_verdict_from_interval(low, high, expected, outcome):
-    assert verdict_from_interval(low, high, expected) == outcome
-
-
-def test_verdict_rows_and_table():
-    result = pd.Series({"estimate": 0.4, "ci_low": 0.1, "ci_high": 0.7, "pvalue": 0.01, "p_adj": 0.02, "n": 12})
-    row = verdict_row("claim", "paper", result, "rho", "positive")
-    assert row["reproduced"] == "yes" and row["n"] == 12 and "rho = 0.4 [0.1, 0.7]" in row["measured"]
-    assert list(verdict_table([row]).columns) == ["claim", "source", "measured", "n", "reproduced"]
-    weak = verdict_row("claim", "paper", result.replace({0.02: 0.2}), "rho", "positive")
-    assert weak["reproduced"] == "inconclusive"  # CI above 0 but p_adj >= alpha
-    with pytest.raises(ValueError, match="reproduced"):
-        verdict_table([{**row, "reproduced": "maybe"}])

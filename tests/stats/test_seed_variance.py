@@ -1,15 +1,16 @@
-"""Run-to-run variance against direct NumPy formulas and direct simulation of per-example Bernoulli
-outcomes, including the coverage of the confidence interval."""
+"""The between-seed variance of accuracy against direct formulas and simulation.
+
+Direct NumPy formulas and direct simulation of per-example Bernoulli outcomes, including the coverage of the
+confidence interval, and degenerate or bad inputs.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from scipy.stats import chi2
 
-from analysis_lib.config import ModelConfig
-from analysis_lib.models import build_model
-from analysis_lib.variance import VARIANCE_COLUMNS, accuracy_variance, per_example_correctness
+from analysis_lib.stats.seed_variance import VARIANCE_COLUMNS, accuracy_variance
 
 
 def _bernoulli(p: np.ndarray, k: int, rng: np.random.Generator, shift: np.ndarray | None = None) -> np.ndarray:
@@ -31,7 +32,6 @@ def test_values_match_direct_formulas():
     assert row["predicted_var"] == pytest.approx(np.var(c, axis=0, ddof=1).sum() / 300**2, rel=1e-12)
     assert row["ratio"] == pytest.approx(observed / predicted, rel=1e-12)
     # chi-square interval by hand.
-    from scipy.stats import chi2
     assert row["ci_low"] == pytest.approx(11 * row["ratio"] / chi2.ppf(0.975, 11), rel=1e-12)
     assert row["ci_high"] == pytest.approx(11 * row["ratio"] / chi2.ppf(0.025, 11), rel=1e-12)
 
@@ -91,42 +91,3 @@ def test_degenerate_and_bad_inputs():
         accuracy_variance(np.full((3, 4), 0.5))
     with pytest.raises(ValueError, match="method='exact'"):
         accuracy_variance(same, method="exact")
-
-
-def test_per_example_correctness_matches_direct_predictions():
-    config = ModelConfig(kind="mlp", depth=2, width=5, norm="batch")
-    model = build_model(config, 4, 3, 0).double()
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(50, 4, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 3, (50,), generator=gen)
-    states = {}
-    for seed in range(3):
-        m = build_model(config, 4, 3, seed).double()
-        with torch.no_grad():
-            m.train()(x + seed)  # distinct running statistics: eval mode must use them
-        states[f"r{seed}"] = m.state_dict()
-    table = per_example_correctness(model, states, x, y)
-    assert list(table.index) == ["r0", "r1", "r2"] and table.shape == (3, 50)
-    for rid, state in states.items():
-        m = build_model(config, 4, 3, 0).double()
-        m.load_state_dict(state)
-        with torch.no_grad():
-            expected = (m.eval()(x).argmax(1) == y).numpy()
-        np.testing.assert_array_equal(table.loc[rid].to_numpy(), expected)
-    assert model.training  # the caller's model keeps its mode
-
-
-def test_variance_verdict_reads_the_interval():
-    from analysis_lib.config import ConfigError
-    from analysis_lib.variance import check_variance_factor, variance_verdict
-
-    rng = np.random.default_rng(6)
-    independent = accuracy_variance(_bernoulli(rng.beta(0.5, 0.5, size=400), 400, rng))
-    assert variance_verdict(independent, 2.0)["reproduced"] == "yes"
-    shifted = accuracy_variance(_bernoulli(rng.uniform(0.2, 0.8, 400), 400, rng, rng.choice([-0.1, 0.1], 400)))
-    assert variance_verdict(shifted, 2.0)["reproduced"] == "no"
-    few = accuracy_variance(_bernoulli(rng.beta(0.5, 0.5, size=400), 4, rng))
-    assert variance_verdict(few, 2.0)["reproduced"] == "inconclusive" and variance_verdict(few, 2.0)["n"] == 4
-    for bad in (1.0, 0.5, float("inf"), True):
-        with pytest.raises(ConfigError, match="variance_factor"):
-            check_variance_factor(bad)

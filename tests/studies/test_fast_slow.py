@@ -1,4 +1,10 @@
-"""The fast-vs-slow-thinking analysis: derived token sums, caching, AUROC, effect sizes, contrasts, verdicts."""
+"""Study 02, fast vs slow thinking (analysis_lib.studies.fast_slow): its protocol, contrasts and verdict rows.
+
+Derived token sums against a direct computation, the conditions' loss tokens, parameter checks by name, spectra
+computed once per run through the executor then read from the store, cross-layer spreads, summary contrasts and
+the verdict read off them, quality effects and separations, the accuracy gate, and the block noise profile. The
+statistics these rest on (AUROC, paired d_z, the two-level bootstrap) are tested in tests/stats/test_hierarchical.py.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
 
-from analysis_lib import fastslow as F
-from analysis_lib import fastslow_stats as S
-from analysis_lib.config import ConfigError, config_from_dict, with_overrides
-from analysis_lib.effects import bootstrap_ci, cohens_dz
-from analysis_lib.fastslow_verdicts import fastslow_verdicts
-from analysis_lib.grid import expand_grid, run_grid
-from analysis_lib.lm import LMRunConfig, build_lm
-from analysis_lib.runstore import run_id
-from analysis_lib.verdicts import verdict_table
+from analysis_lib.lm.config import LMRunConfig
+from analysis_lib.lm.training import build_lm
+from analysis_lib.runs.execute import run_grid
+from analysis_lib.runs.grid import GridResult, expand_grid
+from analysis_lib.runs.store import RunStore, run_id
+from analysis_lib.stats.verdicts import verdict_table
+from analysis_lib.studies import fast_slow
+from analysis_lib.studies.fast_slow import contrasts as S
+from analysis_lib.studies.fast_slow import protocol as F
+from analysis_lib.training.config import config_from_dict, with_overrides
+from analysis_lib.validation import ConfigError
 
 TINY = {"task": {"n_digits": 2, "n_train": 60, "n_test": 12},
         "model": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_mlp": 24},
@@ -67,9 +74,9 @@ def test_conditions_differ_only_where_they_should(tiny):
 def test_bad_study_parameters_are_refused_by_name(tiny, name, value):
     good = {"n_problems": 12, "statistic": "nuclear_norm", "learned": 0.9, "n_boot": 10}
     with pytest.raises(ConfigError, match=f"invalid parameter {name}="):
-        F.check_study_parameters(tiny, **{**good, name: value})
+        F.check_parameters(tiny, **{**good, name: value})
     with pytest.raises(ConfigError, match="probes.names"):
-        F.check_study_parameters(with_overrides(tiny, {"probes.names": []}), **good)
+        F.check_parameters(with_overrides(tiny, {"probes.names": []}), **good)
 
 
 class _RecordingExecutor:
@@ -89,14 +96,14 @@ def test_spectra_are_computed_once_per_run_through_the_executor_then_read_from_t
     configs = expand_grid(tiny, {}, [0, 1])
     result = run_grid(configs, store_root=store_root, progress=False)
     executor = _RecordingExecutor()
-    first = F.spectra_table(configs, result, 4, executor=executor, store_root=store_root)
+    first = F.spectra_table(result, 4, executor=executor)
     assert sorted(executor.submitted) == [0, 1]
     assert list(first.columns) == F.SPECTRA_COLUMNS
     assert set(first["checkpoint"]) == set(F.CHECKPOINTS) and set(first["reduction"]) == {"mean", "sum"}
     assert len(first) == 2 * 3 * len(F.CONDITIONS) * 2 * 4 * 2 * 6 * 5  # runs ckpts conds reductions ...
-    cached = F.spectra_table(configs, result, 4, executor=_FailingExecutor(), store_root=store_root)
+    cached = F.spectra_table(result, 4, executor=_FailingExecutor())
     pd.testing.assert_frame_equal(first, cached)
-    in_process = F.spectra_table(configs, result, 3, store_root=store_root)  # other params: computed here
+    in_process = F.spectra_table(result, 3)  # other params: computed here
     assert in_process["example"].max() == 2
     # The base checkpoint is the stored one: its spectra differ from init's.
     nuc = first[(first["statistic"] == "nuclear_norm") & (first["reduction"] == "mean")]
@@ -106,34 +113,6 @@ def test_spectra_are_computed_once_per_run_through_the_executor_then_read_from_t
 class _FailingExecutor:
     def submit(self, *args):
         pytest.fail("a cached table was recomputed")
-
-
-def test_auroc_matches_sklearn_with_ties():
-    rng = np.random.default_rng(0)
-    for n0, n1 in ((5, 7), (30, 30)):
-        neg, pos = rng.integers(0, 6, n0).astype(float), rng.integers(2, 8, n1).astype(float)  # many ties
-        labels, scores = np.r_[np.zeros(n0), np.ones(n1)], np.r_[neg, pos]
-        assert S.auroc(neg, pos) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    batch = rng.normal(size=(4, 2, 9))  # vectorised over leading axes
-    np.testing.assert_allclose(S.auroc(batch[:, 0], batch[:, 1]),
-                               [roc_auc_score(np.r_[np.zeros(9), np.ones(9)], np.r_[b[0], b[1]]) for b in batch])
-    assert S.auroc([0.0, 1.0], [2.0, 3.0]) == 1.0 and S.auroc([2.0, 3.0], [0.0, 1.0]) == 0.0
-
-
-def test_two_level_bootstrap_reduces_to_the_ordinary_bootstrap_for_one_seed():
-    x = np.random.default_rng(1).normal(size=(25, 1))
-    est, low, high, per_group = S.hierarchical_bootstrap([x], lambda a: a.mean(axis=-2), n_boot=500, seed=3)
-    assert (low[0], high[0]) == pytest.approx(bootstrap_ci(x[:, 0], np.mean, n_boot=500, seed=3), abs=1e-12)
-    assert est[0] == pytest.approx(x.mean())
-    groups = [x + 5.0, x - 5.0]  # seeds disagree: the interval must cover the spread between them
-    est, low, high, per_group = S.hierarchical_bootstrap(groups, lambda a: a.mean(axis=-2), n_boot=500, seed=3)
-    assert est[0] == pytest.approx(x.mean()) and per_group[:, 0] == pytest.approx([x.mean() + 5, x.mean() - 5])
-    assert low[0] < x.mean() - 4 and high[0] > x.mean() + 4
-
-
-def test_paired_dz_matches_cohens_dz():
-    d = np.random.default_rng(2).normal(0.3, 1.0, size=(40, 2))
-    np.testing.assert_allclose(S.paired_dz(d), [cohens_dz(d[:, 0]), cohens_dz(d[:, 1])])
 
 
 def _means(ratio: float, seeds=(0, 1, 2), noise: float = 0.05) -> pd.DataFrame:
@@ -177,7 +156,7 @@ def test_summary_contrasts_are_mean_log_ratios_and_the_verdict_reads_them():
     separation = S.separation_table(no_scores, ["irrelevant"], n_boot=10)
     quality = S.quality_effects(no_scores, no_scores, n_boot=10)
     assert separation.empty and quality.empty
-    verdict = verdict_table(fastslow_verdicts(summary, matrix, separation, quality))
+    verdict = verdict_table(fast_slow.verdict_rows(summary, matrix, separation, quality))
     rows = verdict.set_index("claim")["reproduced"]
     assert rows.iloc[0] == "yes" and "×2 [2" in verdict["measured"].iloc[0]
     assert rows.iloc[3] == "yes"  # the ratio is there at init as well: the baseline row says so
@@ -205,7 +184,7 @@ def test_quality_effects_have_the_sign_and_size_of_the_data():
     assert sep["ci_low"].iloc[0] > 0.5 and sep["n"].iloc[0] == 3
 
 
-def test_accuracy_flags_models_that_did_not_learn_and_they_are_excluded(tiny):
+def test_accuracy_flags_models_that_did_not_learn_and_they_are_excluded(tiny, store_root):
     configs = expand_grid(tiny, {}, [0, 1])
     rows = []
     for config, (fast_base, fast_tuned) in zip(configs, ((0.95, 0.5), (0.99, 0.97))):
@@ -213,7 +192,10 @@ def test_accuracy_flags_models_that_did_not_learn_and_they_are_excluded(tiny):
         for step, fast in ((8, fast_base), (12, fast_tuned)):
             rows += [{"run_id": rid, "step": step, "metric": "test_acc_fast", "value": fast},
                      {"run_id": rid, "step": step, "metric": "test_acc_slow", "value": 1.0}]
-    accuracy = F.accuracy_table(pd.DataFrame(rows), configs, 0.9)
+    runs = pd.DataFrame({"run_id": [run_id(c) for c in configs], "seed": [c.seed for c in configs],
+                         "status": "finished"})
+    result = GridResult(pd.DataFrame(rows), runs, {run_id(c): c for c in configs}, RunStore(store_root))
+    accuracy = F.accuracy_table(result, 0.9)
     models = accuracy.drop_duplicates(["seed", "checkpoint"]).set_index(["seed", "checkpoint"])["learned"]
     assert models.to_dict() == {(0, "base"): True, (0, "tuned"): False, (1, "base"): True, (1, "tuned"): True}
     spectra = pd.DataFrame([{"run_id": run_id(c), "checkpoint": ck, "value": 1.0}
@@ -224,13 +206,13 @@ def test_accuracy_flags_models_that_did_not_learn_and_they_are_excluded(tiny):
     assert note.startswith("1 of 4 trained models") and "seed 0 tuned" in note
 
 
-def test_noise_profile_is_a_ratio_of_means_over_seeds():
+def test_block_noise_profile_is_a_ratio_of_means_over_seeds():
     rows = []
     for seed, (signal, noise) in enumerate([(1.0, 4.0), (-0.5, 2.0)]):  # one batch's signal may be < 0
         for metric, value in (("grad_signal", signal), ("grad_var_trace", noise), ("grad_snr", signal / noise)):
             rows.append({"seed": seed, "step": 10, "layer": "blocks.1.attn.q", "metric": metric, "value": value})
         rows.append({"seed": seed, "step": 10, "layer": "model", "metric": "grad_signal", "value": 9.0})
-    profile = S.noise_profile(pd.DataFrame(rows))
+    profile = S.block_noise_profile(pd.DataFrame(rows))
     assert profile.to_dict("records") == [
         {"step": 10, "layer": "blocks.1", "projection": "q", "snr": pytest.approx(0.25 / 3.0), "n": 2}]
-    assert S.noise_profile(pd.DataFrame(rows[:0], columns=["seed", "step", "layer", "metric", "value"])).empty
+    assert S.block_noise_profile(pd.DataFrame(rows[:0], columns=["seed", "step", "layer", "metric", "value"])).empty

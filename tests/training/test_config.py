@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from analysis_lib.config import (ConfigError, RunConfig, check_fraction, check_subset, config_from_dict,
-                                 with_overrides)
-from analysis_lib.grid import expand_grid
+from analysis_lib.runs.grid import expand_grid
+from analysis_lib.training.config import RunConfig, config_from_dict, lookup, run_identity, with_overrides
+from analysis_lib.validation import ConfigError
 
 # (override key, bad value, text the message must contain besides the key)
 BAD_VALUES = [
@@ -89,21 +89,33 @@ def test_bad_grids_fail_before_training(conditions, fragment):
         expand_grid(RunConfig(), conditions, [0])
 
 
-def test_study_level_checks():
-    check_subset("main_arms", ["a"], {"a": 1, "b": 2})
-    with pytest.raises(ConfigError, match="main_arms.*'c' is not one of"):
-        check_subset("main_arms", ["c"], {"a": 1})
-    with pytest.raises(ConfigError, match="main_arms"):
-        check_subset("main_arms", [], {"a": 1})
-    check_fraction("alpha", 0.05)
-    for bad in (0, 1, 1.5, -0.1):
-        with pytest.raises(ConfigError, match="alpha"):
-            check_fraction("alpha", bad)
-
-
 def test_overrides_keep_other_values_and_configs_are_frozen():
     base = config_from_dict({"train": {"lr": 0.3, "steps": 7}})
     new = with_overrides(base, {"train.optimizer": "adam", "seed": 4})
     assert (new.train.lr, new.train.steps, new.train.optimizer, new.seed) == (0.3, 7, "adam", 4)
     with pytest.raises(Exception):
         new.train.lr = 1.0  # frozen
+
+
+def test_lookup_reads_dotted_keys_and_refuses_unknown_ones():
+    config = with_overrides(RunConfig(), {"train.lr": 0.3})
+    assert lookup(config, "train.lr") == 0.3 and lookup(config, "seed") == 0
+    with pytest.raises(ConfigError, match="train.learning_rate"):
+        lookup(config, "train.learning_rate")
+
+
+def test_identity_leaves_out_conditions_and_late_fields_at_their_default():
+    from analysis_lib.lm.config import LMRunConfig
+
+    labelled = with_overrides(RunConfig(conditions={"arm": "a"}), {})
+    assert run_identity(labelled) == run_identity(RunConfig())
+    assert "conditions" not in run_identity(labelled)
+    lm = run_identity(LMRunConfig())
+    assert lm["kind"] == "lm" and set(lm["probes"]) == {"names", "every", "eval_problems"}
+    tuned = run_identity(with_overrides(LMRunConfig(), {"probes.sharpness_tol": 1e-4}))
+    assert tuned["probes"]["sharpness_tol"] == 1e-4  # a late field away from its default is part of the id
+
+
+def test_label_reads_a_condition():
+    config = RunConfig(conditions={"arm": "gd", "lr": 0.1})
+    assert config.label("arm") == "gd" and config.label("missing", "x") == "x"
