@@ -9,9 +9,14 @@ sequence loss with a mask).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from analysis_lib.lm.config import TaskConfig, TransformerConfig
+from analysis_lib.lm.tasks import VOCAB_SIZE, encode, sequence_length, task_splits
+from analysis_lib.lm.transformer import build_transformer
 from analysis_lib.training.config import ModelConfig, config_from_dict
 from analysis_lib.training.models import build_model
 
@@ -128,3 +133,95 @@ def random_walk(steps, dim: int, seed: int) -> torch.Tensor:
     increments = torch.randn(len(gaps), dim, generator=gen, dtype=torch.float64) * gaps.sqrt()[:, None]
     start = torch.randn(1, dim, generator=gen, dtype=torch.float64)
     return torch.cat([start, start + increments.cumsum(0)])
+
+
+# Study 06's design in miniature (the `twin_runs` fixture trains it once per session).
+TWIN_BASE = {"data": {"name": "gaussian_mixture", "n_train": 120, "n_test": 60, "n_classes": 3, "n_features": 5},
+             "model": {"kind": "mlp", "depth": 2, "width": 8},
+             "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 30, "steps": 30},
+             "probes": {"names": ["eval", "weights"], "every": 5}}
+TWIN_SCALE = 1e-3
+
+
+def twin_configs() -> list:
+    """4 parents (seeds 0-3) and twins of seeds 0 and 1 perturbed at steps 0 and 10 by TWIN_SCALE."""
+    from analysis_lib.studies.run_to_run import twin_grid
+
+    return twin_grid(TWIN_BASE, [0, 1, 2, 3], [0, 1], [0, 10], TWIN_SCALE, 0)
+
+
+# Sequence models of the per-example gradient and noise tests.
+class TinySequenceModel(nn.Module):
+    """Embedding, blocks of gated causal-mean token mixing (q, v, o) and a per-token MLP (up, down).
+
+    Attention-free, but each token's output depends on earlier tokens, as in a decoder.
+    """
+
+    def __init__(self, vocab: int = 7, d: int = 5, hidden: int = 6, n_layers: int = 3, seed: int = 0):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):  # nn init draws from the global RNG: restore it
+            torch.manual_seed(seed)
+            self.embed = nn.Embedding(vocab, d)
+            self.blocks = nn.ModuleList()
+            for _ in range(n_layers):
+                block = nn.Module()
+                block.attn = nn.ModuleDict({p: nn.Linear(d, d, bias=p != "q") for p in ("q", "v", "o")})
+                block.mlp = nn.ModuleDict({"up": nn.Linear(d, hidden), "down": nn.Linear(hidden, d)})
+                self.blocks.append(block)
+            self.head = nn.Linear(d, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V)
+        h = self.embed(tokens)  # (B, T, d)
+        steps = torch.arange(1, tokens.shape[1] + 1, dtype=h.dtype).view(1, -1, 1)
+        for block in self.blocks:
+            mixed = block.attn["v"](h).cumsum(dim=1) / steps  # causal mean over earlier tokens
+            h = h + block.attn["o"](torch.tanh(block.attn["q"](h)) * mixed)
+            h = h + block.mlp["down"](torch.tanh(block.mlp["up"](h)))
+        return self.head(h)
+
+
+def sequence_batch(b: int = 6, t: int = 8, vocab: int = 7, seed: int = 1):
+    """(tokens, targets, mask) for :class:`TinySequenceModel`: responses of different lengths at the end."""
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(vocab, (b, t), generator=gen)
+    targets = torch.randint(vocab, (b, t), generator=gen)
+    mask = torch.zeros(b, t, dtype=torch.bool)
+    for i in range(b):  # responses of different lengths at the end of each sequence
+        mask[i, t - 1 - i % 4:] = True
+    return tokens, targets, mask
+
+
+def tiny_transformer_batch(n_problems: int = 4):
+    """A 2-layer, d_model 8 transformer in float64 and slow-format 1-digit addition sequences."""
+    config = TransformerConfig(n_layers=2, d_model=8, n_heads=2, d_mlp=12)
+    model = build_transformer(config, VOCAB_SIZE, sequence_length(1, "slow"), seed=0).double()
+    batch = encode(task_splits(TaskConfig(n_digits=1, n_train=n_problems, n_test=2))[0], "slow")
+    return model, batch
+
+
+# Tidy frames of the statistics tests; RTOL is their tolerance against scipy / statsmodels.
+RTOL = 1e-12
+
+
+def make_frame(effects_by_level=None, *, n_seeds=10, sd=0.1, seed_sd=0.5,
+               layers=("fc1", "fc2"), metrics=("loss",), rng_seed=0) -> pd.DataFrame:
+    """Tidy frame: value = seed intercept + level effect + N(0, sd) noise, one row per unit."""
+    effects_by_level = effects_by_level or {"sgd": 0.0, "adam": 1.0}
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for seed in range(n_seeds):
+        intercept = rng.normal(0.0, seed_sd)
+        for level, effect in effects_by_level.items():
+            for layer in layers:
+                for metric in metrics:
+                    rows.append(dict(run_id=f"{level}-{seed}", optimizer=level, seed=seed, step=100,
+                                     layer=layer, metric=metric,
+                                     value=intercept + effect + rng.normal(0.0, sd)))
+    return pd.DataFrame(rows)
+
+
+def slow_hedges_g(t, b):
+    """Hedges' g written out: pooled SD, small-sample correction J."""
+    n1, n2 = len(t), len(b)
+    s = np.sqrt(((n1 - 1) * np.var(t, ddof=1) + (n2 - 1) * np.var(b, ddof=1)) / (n1 + n2 - 2))
+    return (1 - 3 / (4 * (n1 + n2) - 9)) * (np.mean(t) - np.mean(b)) / s

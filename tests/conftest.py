@@ -35,3 +35,12 @@ def tiny_config():
     from tests.cases import tiny_config
 
     return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def twin_runs(tmp_path_factory):
+    """The GridResult of :func:`tests.cases.twin_configs`, trained once for every test that reads it."""
+    from analysis_lib.runs.execute import run_grid
+    from tests.cases import twin_configs
+
+    return run_grid(twin_configs(), store_root=str(tmp_path_factory.mktemp("twins") / "runs"), progress=False)

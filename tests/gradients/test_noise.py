@@ -31,7 +31,7 @@ from analysis_lib.training.data import load_dataset
 from analysis_lib.training.losses import sequence_losses
 from analysis_lib.training.models import build_model
 from analysis_lib.training.schedules import batches
-from tests.gradients.test_spectra import TinySequenceModel, sequence_batch, tiny_transformer_batch
+from tests.cases import TinySequenceModel, sequence_batch, tiny_transformer_batch
 
 
 def brute_force(model, sample_losses, layers):

@@ -18,52 +18,12 @@ from torch.func import functional_call, grad, vmap
 
 from analysis_lib.gradients import spectra as G
 from analysis_lib.gradients.spread import cross_layer_mad
-from analysis_lib.lm.config import TaskConfig, TransformerConfig
-from analysis_lib.lm.tasks import VOCAB_SIZE, encode, sequence_length, task_splits
-from analysis_lib.lm.transformer import build_transformer
+from analysis_lib.lm.tasks import VOCAB_SIZE
 from analysis_lib.training.config import ModelConfig
 from analysis_lib.training.losses import sequence_losses
 from analysis_lib.training.models import build_model
 from analysis_lib.validation import ConfigError
-
-
-class TinySequenceModel(nn.Module):
-    """Embedding, blocks of gated causal-mean token mixing (q, v, o) and a per-token MLP (up, down).
-
-    Attention-free, but each token's output depends on earlier tokens, as in a decoder.
-    """
-
-    def __init__(self, vocab: int = 7, d: int = 5, hidden: int = 6, n_layers: int = 3, seed: int = 0):
-        super().__init__()
-        with torch.random.fork_rng(devices=[]):  # nn init draws from the global RNG: restore it
-            torch.manual_seed(seed)
-            self.embed = nn.Embedding(vocab, d)
-            self.blocks = nn.ModuleList()
-            for _ in range(n_layers):
-                block = nn.Module()
-                block.attn = nn.ModuleDict({p: nn.Linear(d, d, bias=p != "q") for p in ("q", "v", "o")})
-                block.mlp = nn.ModuleDict({"up": nn.Linear(d, hidden), "down": nn.Linear(hidden, d)})
-                self.blocks.append(block)
-            self.head = nn.Linear(d, vocab)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V)
-        h = self.embed(tokens)  # (B, T, d)
-        steps = torch.arange(1, tokens.shape[1] + 1, dtype=h.dtype).view(1, -1, 1)
-        for block in self.blocks:
-            mixed = block.attn["v"](h).cumsum(dim=1) / steps  # causal mean over earlier tokens
-            h = h + block.attn["o"](torch.tanh(block.attn["q"](h)) * mixed)
-            h = h + block.mlp["down"](torch.tanh(block.mlp["up"](h)))
-        return self.head(h)
-
-
-def sequence_batch(b: int = 6, t: int = 8, vocab: int = 7, seed: int = 1):
-    gen = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(vocab, (b, t), generator=gen)
-    targets = torch.randint(vocab, (b, t), generator=gen)
-    mask = torch.zeros(b, t, dtype=torch.bool)
-    for i in range(b):  # responses of different lengths at the end of each sequence
-        mask[i, t - 1 - i % 4:] = True
-    return tokens, targets, mask
+from tests.cases import TinySequenceModel, sequence_batch, tiny_transformer_batch
 
 
 def loop_gradients(model, tokens, targets, mask, reduction):
@@ -217,14 +177,6 @@ def test_an_empty_response_is_an_error_for_the_mean():
     with pytest.raises(ValueError, match="no response tokens"):
         G.gradient_spectra(TinySequenceModel(), tokens, targets, mask)
     assert len(G.gradient_spectra(TinySequenceModel(), tokens, targets, mask, reduction="sum"))
-
-
-def tiny_transformer_batch(n_problems: int = 4):
-    """A 2-layer, d_model 8 transformer in float64 and slow-format 1-digit addition sequences."""
-    config = TransformerConfig(n_layers=2, d_model=8, n_heads=2, d_mlp=12)
-    model = build_transformer(config, VOCAB_SIZE, sequence_length(1, "slow"), seed=0).double()
-    batch = encode(task_splits(TaskConfig(n_digits=1, n_train=n_problems, n_test=2))[0], "slow")
-    return model, batch
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])

@@ -23,8 +23,7 @@ from analysis_lib.landscape.interpolation import (
     interpolation_curve,
     pair_interpolations,
 )
-from analysis_lib.runs.execute import run_grid
-from analysis_lib.studies.run_to_run import twin_grid, twin_pairs
+from analysis_lib.studies.run_to_run import twin_pairs
 from analysis_lib.training.config import ModelConfig
 from analysis_lib.training.models import build_model
 
@@ -184,21 +183,8 @@ def test_bad_arguments_are_refused():
 # --------------------------------------------------------------------------------------------
 # Between the final weights of twin runs (study 06's pairs).
 
-TWIN_BASE = {"data": {"name": "gaussian_mixture", "n_train": 120, "n_test": 60, "n_classes": 3, "n_features": 5},
-             "model": {"kind": "mlp", "depth": 2, "width": 8},
-             "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 30, "steps": 30},
-             "probes": {"names": ["eval", "weights"], "every": 5}}
-
-
-@pytest.fixture(scope="module")
-def twins(tmp_path_factory):
-    store = str(tmp_path_factory.mktemp("twins") / "runs")
-    configs = twin_grid(TWIN_BASE, [0, 1, 2, 3], [0, 1], [0, 10], 1e-3, 0)
-    return run_grid(configs, store_root=store, progress=False), configs[0]
-
-
-def test_interpolations_between_final_weights(twins):
-    result, config = twins
+def test_interpolations_between_final_weights(twin_runs):
+    result, config = twin_runs, next(iter(twin_runs.configs.values()))
     pairs = twin_pairs(result.runs)
     finals = result.checkpoints("final")
     data = config.dataset()

@@ -8,28 +8,17 @@ plot_spectral_density: panels, one line per run, the rank-C marker and the axis 
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-
-from analysis_lib.curvature.spectrum import density_table  # noqa: E402
-from analysis_lib.plots import curvature as C  # noqa: E402
+from analysis_lib.curvature.spectrum import density_table
+from analysis_lib.plots import curvature as C
 
 # (run id, lr label, batch size, seed) of full-batch runs at two η and mini-batch runs at η = 0.1.
 RUNS = [("a0", 0.1, 0, 0), ("a1", 0.1, 0, 1), ("b0", 0.05, 0, 0), ("b1", 0.05, 0, 1),
         ("s0", 0.1, 30, 0), ("s1", 0.1, 30, 1)]
 LEARNING_RATES = {"a0": 0.1, "a1": 0.1, "b0": 0.05, "b1": 0.05, "s0": 0.1, "s1": 0.1}
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def _metrics(runs=RUNS) -> pd.DataFrame:

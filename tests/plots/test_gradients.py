@@ -9,25 +9,14 @@ the vline. Every figure is closed.
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-
-from analysis_lib.gradients.spread import cross_layer_mad  # noqa: E402
-from analysis_lib.plots import gradients as G  # noqa: E402
+from analysis_lib.gradients.spread import cross_layer_mad
+from analysis_lib.plots import gradients as G
 
 BLOCKS = ("blocks.0", "blocks.1", "blocks.2")
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def _means() -> pd.DataFrame:

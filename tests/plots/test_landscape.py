@@ -8,25 +8,14 @@ ValueError when no row qualifies. Every figure is closed.
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-
-from analysis_lib.landscape.surfaces import SURFACE_COLUMNS  # noqa: E402
-from analysis_lib.plots import landscape as L  # noqa: E402
+from analysis_lib.landscape.surfaces import SURFACE_COLUMNS
+from analysis_lib.plots import landscape as L
 
 GRID = np.linspace(-1.0, 1.0, 5)
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def _surfaces() -> pd.DataFrame:

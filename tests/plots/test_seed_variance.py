@@ -6,21 +6,10 @@ rate, on a log axis with its labels. Every figure is closed.
 
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
+import pytest
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-
-from analysis_lib.plots import seed_variance as V  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+from analysis_lib.plots import seed_variance as V
 
 
 def test_correctness_rates_one_bar_per_possible_rate():

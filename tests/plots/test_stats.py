@@ -8,22 +8,11 @@ figure is closed.
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pytest
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from analysis_lib.plots import stats as S  # noqa: E402
-from analysis_lib.stats.results import result_table  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+from analysis_lib.plots import stats as S
+from analysis_lib.stats.results import result_table
 
 
 def _tests(metrics=("loss", "grad_norm"), archs=("mlp",)):

@@ -6,23 +6,12 @@ reference lines and bands, and the ValueError on a metric the table does not hol
 
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
+import pytest
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-
-from analysis_lib.plots import training as T  # noqa: E402
+from analysis_lib.plots import training as T
 
 LAYERS = ("fc1", "fc2", "out")
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def _metrics() -> pd.DataFrame:

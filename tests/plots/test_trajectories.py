@@ -8,17 +8,12 @@ point per step coloured by step. Every figure is closed.
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-
-from analysis_lib.plots import trajectories as TR  # noqa: E402
-from analysis_lib.trajectories.pca import (  # noqa: E402
+from analysis_lib.plots import trajectories as TR
+from analysis_lib.trajectories.pca import (
     PCA_COLUMNS,
     PROJECTION_COLUMNS,
     asymptotic_random_walk_ratios,
@@ -26,12 +21,6 @@ from analysis_lib.trajectories.pca import (  # noqa: E402
 )
 
 K = 4
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def _pca() -> pd.DataFrame:

@@ -16,25 +16,7 @@ from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 
 from analysis_lib.stats import compare
 from analysis_lib.stats.results import RESULT_COLUMNS
-
-RTOL = 1e-12
-
-
-def make_frame(effects_by_level=None, *, n_seeds=10, sd=0.1, seed_sd=0.5,
-               layers=("fc1", "fc2"), metrics=("loss",), rng_seed=0) -> pd.DataFrame:
-    """Tidy frame: value = seed intercept + level effect + N(0, sd) noise, one row per unit."""
-    effects_by_level = effects_by_level or {"sgd": 0.0, "adam": 1.0}
-    rng = np.random.default_rng(rng_seed)
-    rows = []
-    for seed in range(n_seeds):
-        intercept = rng.normal(0.0, seed_sd)
-        for level, effect in effects_by_level.items():
-            for layer in layers:
-                for metric in metrics:
-                    rows.append(dict(run_id=f"{level}-{seed}", optimizer=level, seed=seed, step=100,
-                                     layer=layer, metric=metric,
-                                     value=intercept + effect + rng.normal(0.0, sd)))
-    return pd.DataFrame(rows)
+from tests.cases import RTOL, make_frame, slow_hedges_g
 
 
 def unit_values(df, level, metric, layer, seeds=None) -> np.ndarray:
@@ -55,12 +37,6 @@ SCIPY_CASES = [  # (paired, test, method name, reference call on (treatment, bas
     (False, "rank", "Mann-Whitney U",
      lambda t, b: sps.mannwhitneyu(t, b, alternative="two-sided")),
 ]
-
-
-def slow_hedges_g(t, b):
-    n1, n2 = len(t), len(b)
-    s = np.sqrt(((n1 - 1) * np.var(t, ddof=1) + (n2 - 1) * np.var(b, ddof=1)) / (n1 + n2 - 2))
-    return (1 - 3 / (4 * (n1 + n2) - 9)) * (np.mean(t) - np.mean(b)) / s
 
 
 @pytest.mark.parametrize("paired, test, name, reference", SCIPY_CASES)

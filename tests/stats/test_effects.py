@@ -12,7 +12,7 @@ import pytest
 from scipy import stats as sps
 
 from analysis_lib.stats import effects
-from tests.stats.test_compare import RTOL, slow_hedges_g
+from tests.cases import RTOL, slow_hedges_g
 
 
 def test_bootstrap_deterministic_and_seeded():

@@ -16,7 +16,7 @@ from statsmodels.stats.multitest import multipletests
 
 from analysis_lib.stats import models
 from analysis_lib.stats.results import RESULT_COLUMNS
-from tests.stats.test_compare import RTOL, make_frame
+from tests.cases import RTOL, make_frame
 
 BAD_ARGS = [  # (function, keyword arguments, argument named in the message)
     (models.mixed_model, dict(formula="value ~ C(optimizer)", groups="nope"), "groups"),

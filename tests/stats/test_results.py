@@ -12,8 +12,7 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 from analysis_lib.stats.results import RESULT_COLUMNS, adjust_pvalues, result_table
-
-RTOL = 1e-12
+from tests.cases import RTOL
 
 
 @pytest.mark.parametrize("method", ["holm", "fdr_bh", "bonferroni"])

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis_lib.runs.execute import run_grid
 from analysis_lib.stats.seed_variance import accuracy_variance
 from analysis_lib.studies.run_to_run import (
     PAIR_COLUMNS,
@@ -31,36 +30,25 @@ from analysis_lib.studies.run_to_run import (
 )
 from analysis_lib.trajectories.pca import explained_variance_table
 from analysis_lib.validation import ConfigError
-from tests.cases import random_walk
+from tests.cases import TWIN_BASE, TWIN_SCALE, random_walk
 
-BASE = {"data": {"name": "gaussian_mixture", "n_train": 120, "n_test": 60, "n_classes": 3, "n_features": 5},
-        "model": {"kind": "mlp", "depth": 2, "width": 8},
-        "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 30, "steps": 30},
-        "probes": {"names": ["eval", "weights"], "every": 5}}
-SCALE = 1e-3
-STUDY = dict(seeds=[0, 1, 2, 3], twin_seeds=[0, 1], perturb_scale=SCALE, comparable=0.5, barrier_min=0.05,
+STUDY = dict(seeds=[0, 1, 2, 3], twin_seeds=[0, 1], perturb_scale=TWIN_SCALE, comparable=0.5, barrier_min=0.05,
              batchnorm="recompute", alphas=11, pca_from=[0, 10], pca_components=3, pca_top=2, pca_margin=0.05,
              variance_factor=2.0, n_boot=200)
-
-
-@pytest.fixture(scope="module")
-def grid(tmp_path_factory):
-    store = str(tmp_path_factory.mktemp("twins") / "runs")
-    return run_grid(twin_grid(BASE, [0, 1, 2, 3], [0, 1], [0, 10], SCALE, 0), store_root=store, progress=False)
 
 
 # --------------------------------------------------------------------------------------------
 # Claim 10: twins.
 
 def test_twin_grid_has_parents_and_perturbed_twins():
-    configs = twin_grid(BASE, [0, 1, 2, 3], [1, 3], [0, 10], SCALE, 7)
+    configs = twin_grid(TWIN_BASE, [0, 1, 2, 3], [1, 3], [0, 10], TWIN_SCALE, 7)
     parents = [c for c in configs if c.label("arm") == "parent"]
     twins = [c for c in configs if c.label("arm") == "twin"]
     assert len(configs) == 4 + 2 * 2 and len(parents) + len(twins) == len(configs)
     assert [c.seed for c in parents] == [0, 1, 2, 3]
     assert all(c.train.perturb_scale == 0.0 and c.train.perturb_step == 0 for c in parents)
     assert sorted((c.train.perturb_step, c.seed) for c in twins) == [(0, 1), (0, 3), (10, 1), (10, 3)]
-    assert all(c.train.perturb_scale == SCALE and c.train.perturb_seed == 7 for c in twins)
+    assert all(c.train.perturb_scale == TWIN_SCALE and c.train.perturb_seed == 7 for c in twins)
     assert all(c.label("perturb_step") == c.train.perturb_step for c in configs)
     # A twin is its parent's run but for the perturbation: same data, model, optimiser and seed.
     by_seed = {c.seed: c for c in parents}
@@ -71,18 +59,18 @@ def test_twin_grid_has_parents_and_perturbed_twins():
                                                                      parent.train)
 
 
-def test_pairs(grid):
-    pairs = twin_pairs(grid.runs)
+def test_pairs(twin_runs):
+    pairs = twin_pairs(twin_runs.runs)
     assert list(pairs.columns) == PAIR_COLUMNS and len(pairs) == 6
-    runs = grid.runs.set_index("run_id")
+    runs = twin_runs.runs.set_index("run_id")
     indep = pairs[pairs["pair"] == "independent"]
     assert [(runs.loc[r.run_id, "seed"], runs.loc[r.run_id_b, "seed"]) for r in indep.itertuples()] == [(0, 2), (1, 3)]
     twins = pairs[pairs["pair"] != "independent"]
     assert (runs.loc[twins["run_id"], "arm"] == "parent").all() and (runs.loc[twins["run_id_b"], "arm"] == "twin").all()
     assert (runs.loc[twins["run_id"], "seed"].to_numpy() == runs.loc[twins["run_id_b"], "seed"].to_numpy()).all()
     # A twin whose run did not finish has no pair.
-    broken = grid.runs.assign(status=np.where(grid.runs["run_id"] == twins["run_id_b"].iloc[0], "diverged",
-                                              grid.runs["status"]))
+    broken = twin_runs.runs.assign(status=np.where(twin_runs.runs["run_id"] == twins["run_id_b"].iloc[0], "diverged",
+                                              twin_runs.runs["status"]))
     assert len(twin_pairs(broken)) == 5
 
 
@@ -144,10 +132,10 @@ def test_twin_design_is_checked():
 
 
 def test_check_parameters_refuses_models_weight_matching_does_not_support():
-    configs = twin_grid(BASE, [0, 1, 2, 3], [0, 1], [0, 10], SCALE, 0)
+    configs = twin_grid(TWIN_BASE, [0, 1, 2, 3], [0, 1], [0, 10], TWIN_SCALE, 0)
     check_parameters(configs, **STUDY)
-    cnn = twin_grid({**BASE, "model": {"kind": "cnn", "depth": 2, "width": 3}}, [0, 1, 2, 3], [0, 1], [0, 10],
-                    SCALE, 0)
+    cnn = twin_grid({**TWIN_BASE, "model": {"kind": "cnn", "depth": 2, "width": 3}}, [0, 1, 2, 3], [0, 1], [0, 10],
+                    TWIN_SCALE, 0)
     with pytest.raises(ConfigError, match="invalid parameter model.kind='cnn'"):
         check_parameters(cnn, **STUDY)
     for name, value in [("batchnorm", "mean"), ("alphas", 1), ("pca_from", [0, 30]), ("variance_factor", 1.0),

@@ -10,24 +10,11 @@ import pytest
 import torch
 
 from analysis_lib.layers import layer_sizes
-from analysis_lib.runs.execute import run_grid
-from analysis_lib.studies.run_to_run import twin_grid, twin_pairs
+from analysis_lib.studies.run_to_run import twin_pairs
 from analysis_lib.training.config import ModelConfig
 from analysis_lib.training.models import build_model
 from analysis_lib.trajectories.distances import pair_distances, trajectory_distances
-
-BASE = {"data": {"name": "gaussian_mixture", "n_train": 120, "n_test": 60, "n_classes": 3, "n_features": 5},
-        "model": {"kind": "mlp", "depth": 2, "width": 8},
-        "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 30, "steps": 30},
-        "probes": {"names": ["eval", "weights"], "every": 5}}
-SCALE = 1e-3
-
-
-@pytest.fixture(scope="module")
-def twins(tmp_path_factory):
-    store = str(tmp_path_factory.mktemp("twins") / "runs")
-    configs = twin_grid(BASE, [0, 1, 2, 3], [0, 1], [0, 10], SCALE, 0)
-    return run_grid(configs, store_root=store, progress=False), configs[0]
+from tests.cases import TWIN_SCALE
 
 
 def test_distances_match_a_direct_computation():
@@ -51,8 +38,8 @@ def test_distances_match_a_direct_computation():
         trajectory_distances(a, b, {"fc1": 3})
 
 
-def test_distances_are_zero_before_the_perturbation_and_its_size_after(twins):
-    result, config = twins
+def test_distances_are_zero_before_the_perturbation_and_its_size_after(twin_runs):
+    result, config = twin_runs, next(iter(twin_runs.configs.values()))
     pairs = twin_pairs(result.runs)
     trajectories = result.checkpoints("trajectory")
     dist = pair_distances(pairs, trajectories, layer_sizes(config.build_model()))
@@ -60,7 +47,7 @@ def test_distances_are_zero_before_the_perturbation_and_its_size_after(twins):
     assert set(dist["layer"]) == {"model", "fc1", "fc2", "out"}
     rel = dist[(dist["metric"] == "relative_distance") & (dist["layer"] == "model")]
     at0 = rel[rel["pair"] == "twin, step 0"].set_index(["seed", "step"])["value"]
-    assert at0.xs(0, level="step").to_numpy() == pytest.approx(SCALE, rel=1e-4)  # float32 weights
+    assert at0.xs(0, level="step").to_numpy() == pytest.approx(TWIN_SCALE, rel=1e-4)  # float32 weights
     late = rel[rel["pair"] == "twin, step 10"]
     assert (late.loc[late["step"] < 10, "value"] == 0).all() and (late.loc[late["step"] >= 10, "value"] > 0).all()
     indep = rel[rel["pair"] == "independent"]
