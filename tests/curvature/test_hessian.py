@@ -116,3 +116,41 @@ def test_an_interrupted_first_product_leaves_no_partial_cache():
     H = dense_hessian(model, cross_entropy, x, y)
     torch.testing.assert_close(op.matvec(v), H @ v, rtol=1e-10, atol=1e-12)
     assert len(calls) == 2 + 5  # the retry rebuilt every chunk (30 samples in chunks of 7)
+
+
+class _TwoInputs(nn.Module):
+    """logits = W₂ tanh(W₁ x) + b ⊙ s: a model called as ``model(x, s)`` or ``model(x=x, s=s)``."""
+
+    def __init__(self):
+        super().__init__()
+        gen = torch.Generator().manual_seed(3)
+        self.inner = nn.Parameter(torch.randn(4, 3, generator=gen, dtype=torch.float64))
+        self.outer = nn.Parameter(torch.randn(2, 4, generator=gen, dtype=torch.float64))
+        self.scale = nn.Parameter(torch.randn(2, generator=gen, dtype=torch.float64))
+
+    def forward(self, x, s):
+        return torch.tanh(x @ self.inner.T) @ self.outer.T + self.scale * s
+
+
+@pytest.mark.parametrize("packing", ["tuple", "dict"])
+def test_tuple_and_dict_inputs_in_chunks_match_the_dense_hessian(packing):
+    gen = torch.Generator().manual_seed(4)
+    x, s = torch.randn(9, 3, generator=gen, dtype=torch.float64), torch.randn(9, 2, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 2, (9,), generator=gen)
+    model = _TwoInputs()
+    inputs = (x, s) if packing == "tuple" else {"x": x, "s": s}
+    op = HessianOperator(model, F.cross_entropy, (inputs, y), chunk_size=4)  # chunks of 4, 4 and 1
+
+    names = [n for n, _ in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+
+    def loss(flat):  # the reference's own plumbing: the two inputs passed by hand
+        inner, outer, scale = (p.reshape(shape) for p, shape in zip(torch.split(flat, sizes), shapes))
+        return cross_entropy(torch.tanh(x @ inner.T) @ outer.T + scale * s, y)
+
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    expected = torch.autograd.functional.hessian(loss, flat)
+    assert names == ["inner", "outer", "scale"]
+    torch.testing.assert_close(op.dense(), expected, rtol=1e-10, atol=1e-12)
+    assert op.loss() == pytest.approx(loss(flat).item(), rel=1e-12)
