@@ -495,7 +495,7 @@ def bench_trace(prob: Problem, repeats: int, budget: int, everything: bool) -> N
 
     entries = [Entry("ours exact ReLU-MLP diagonal (per layer)",
                      lambda: relu_mlp_hessian_diagonal(prob.model, prob.x, prob.y),
-                     diag_score("analysis_lib.hessian.hessian_diagonal"))]
+                     diag_score("analysis_lib.curvature.diagonal.hessian_diagonal"))]
     if tool_version("backpack-for-pytorch"):
         entries.append(Entry("BackPACK DiagHessian (exact, per layer)",
                              lambda: backpack_diag_hessian(prob.model, prob.x, prob.y),

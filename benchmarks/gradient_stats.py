@@ -5,12 +5,12 @@ timed round-robin after warm-up (median wall and CPU time per call):
 
 1. **Probe cost** relative to a plain SGD step (forward, backward, update): the norm-only probe
    (``analysis_lib.gradients.norms.layer_gradient_norms``, what ``grad_norm`` records) and the per-sample noise probe
-   (:class:`analysis_lib.gradnoise.GradientNoiseProbe`: per-layer tr Σ, SNR, noise scale).
+   (:class:`analysis_lib.gradients.noise.GradientNoiseProbe`: per-layer tr Σ, SNR, noise scale).
 2. **The same per-layer noise statistics from BackPACK** 1.7 first-order extensions, each as a
    training step: BatchGrad (per-sample gradients, then their norms), BatchL2Grad (per-sample
    squared norms) and Variance (tr Σ from the element-wise variance); the numbers are checked
    against ours.
-3. **Per-example gradients for spectra** (:mod:`analysis_lib.gradstats`): ours (forward hooks +
+3. **Per-example gradients for spectra** (:mod:`analysis_lib.gradients.spectra`): ours (forward hooks +
    one backward + einsum) against ``torch.func`` ``vmap(grad)`` in chunks, BackPACK BatchGrad and
    one backward pass per example; then the SVD statistics of all of them.
 

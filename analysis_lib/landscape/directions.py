@@ -1,7 +1,7 @@
 """Directions in parameter space for loss landscapes: random (normalised), Hessian, trajectory PCA.
 
 Every direction is a flat vector (P,) in ``named_parameters`` order, the layout
-:func:`analysis_lib.landscape.evaluate_params` takes, in the model's dtype.
+:func:`analysis_lib.landscape.evaluate.evaluate_params` takes, in the model's dtype.
 
 **Random directions** are Gaussian, d ~ N(0, I), drawn from their own ``torch.Generator`` seeded
 with ``seed`` (in float64, then cast, so a seed gives the same direction in float32 and float64),

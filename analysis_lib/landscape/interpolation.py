@@ -11,9 +11,9 @@ Conditions", ICML 2025). For accuracy the barrier is the largest *drop* below th
 barrier always means "worse in between". The maximum is taken over the α grid given (it must hold
 0 and 1); B ≥ 0 because the end points are on the grid.
 
-Every loss goes through :func:`analysis_lib.landscape.evaluate_params` (eval mode, mean
+Every loss goes through :func:`analysis_lib.landscape.evaluate.evaluate_params` (eval mode, mean
 cross-entropy and accuracy). With ``match=True``, B is first permuted into A's basis by
-:func:`analysis_lib.matching.weight_matching` (the function B computes is unchanged).
+:func:`analysis_lib.weights.matching.weight_matching` (the function B computes is unchanged).
 
 **BatchNorm rule.** Running statistics are buffers, not parameters, and there is no single
 right value for them at θ_α. ``batchnorm="interpolate"`` (default) interpolates them like the
@@ -23,7 +23,7 @@ as Jordan et al. ("REPAIR", ICLR 2023) and Ainsworth et al. (2023) do, because i
 statistics misdescribe the interpolated network's activations and inflate the barrier. Integer
 buffers (``num_batches_tracked``) are taken from A. Models without buffers are unaffected.
 
-Output: the tidy landscape schema (:data:`analysis_lib.surfaces.SURFACE_COLUMNS`) extended to
+Output: the tidy landscape schema (:data:`analysis_lib.landscape.surfaces.SURFACE_COLUMNS`) extended to
 :data:`INTERPOLATION_COLUMNS`. ``run_id`` and ``run_id_b`` name
 A and B; ``alpha`` is the coefficient of θ_B; ``beta`` is 0 and ``direction_seed`` is −1 (a line
 between two solutions has no random direction); ``matched`` says whether B was permuted first;
@@ -155,7 +155,7 @@ def interpolation_curve(model: nn.Module, state_a: State, state_b: State, splits
         batchnorm: ``"interpolate"`` or ``"recompute"`` (see the module docstring).
         stats_x: inputs for ``"recompute"`` (default: the inputs of ``splits["train"]``).
         run_ids: labels of A and B for the ``run_id`` and ``run_id_b`` columns.
-        memory_mb, batch_size: passed to :func:`analysis_lib.landscape.evaluate_params`.
+        memory_mb, batch_size: passed to :func:`analysis_lib.landscape.evaluate.evaluate_params`.
 
     Returns:
         DataFrame with :data:`INTERPOLATION_COLUMNS`, one row per split × metric × α.

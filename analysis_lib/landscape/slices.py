@@ -1,7 +1,7 @@
 """Sharpness and roughness of 1-D loss slices, with uncertainty across random directions.
 
 A slice is L(α) = L(θ₀ + α d) on a uniform grid that contains α = 0 (the rows with β = 0 of a
-tidy surface table, :data:`analysis_lib.surfaces.SURFACE_COLUMNS`). For each slice:
+tidy surface table, :data:`analysis_lib.landscape.surfaces.SURFACE_COLUMNS`). For each slice:
 
 - ``curvature``: 2c of the least-squares quadratic a + bα + cα² over |α| ≤ ``fit_fraction`` ×
   the slice's half-width: the directional second derivative dᵀHd at the centre for a smooth

@@ -7,7 +7,7 @@ loss-landscapes 3.0.6 shifts alternate columns by one step; ``benchmarks/landsca
 Schema :data:`SURFACE_COLUMNS`: ``run_id, direction_seed, alpha, beta, split, metric, value``
 with metric ``loss`` (mean cross-entropy) or ``acc``.
 
-Values come from :func:`analysis_lib.landscape.evaluate_params` (BatchNorm in eval mode with the
+Values come from :func:`analysis_lib.landscape.evaluate.evaluate_params` (BatchNorm in eval mode with the
 centre model's running statistics, the caller's model never modified).
 """
 
@@ -90,7 +90,7 @@ def surface_table(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.
         seeds: direction seeds; each gives d₁ (and d₂) by :func:`directions.random_directions`.
         dims: 1 (slices along d₁) or 2 (planes spanned by d₁, d₂).
         radius, steps: coefficients ``linspace(-radius, radius, steps)`` on each axis.
-        normalization, bias: of the directions (see :mod:`analysis_lib.directions`).
+        normalization, bias: of the directions (see :mod:`analysis_lib.landscape.directions`).
         run_id: label of the model.
 
     Returns:
@@ -121,7 +121,7 @@ def run_surfaces(result, run_ids=None, *, seeds, normalizations=("filter",),
             :func:`analysis_lib.runs.grid.select`.
         seeds: direction seeds, the same for every run (seed s gives the same raw Gaussian draw
             for every run of an architecture; normalisation then adapts it to each run's weights).
-        normalizations: one surface family per entry (see :mod:`analysis_lib.directions`).
+        normalizations: one surface family per entry (see :mod:`analysis_lib.landscape.directions`).
         radius: largest |α| (and |β|), one number or one per normalisation (an unnormalised
             Gaussian direction has norm about √P, so it needs a much smaller radius).
         dims, steps, bias: as in :func:`surface_table`.

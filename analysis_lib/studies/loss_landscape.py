@@ -80,9 +80,9 @@ def normalisation_verdict(tests: pd.DataFrame, metric: str, *, claim: str, sourc
     """Verdict on "the comparison shows only after filter normalisation" (Li et al. 2018, §5).
 
     Args:
-        tests: a ``stats.compare_conditions`` table whose ``layer`` column holds the normalisation
-            (``"filter"`` / ``"none"``) and whose ``contrast`` pairs the rows (e.g. one per
-            weight decay).
+        tests: a :func:`~analysis_lib.stats.compare.compare_conditions` table whose ``layer``
+            column holds the normalisation (``"filter"`` / ``"none"``) and whose ``contrast``
+            pairs the rows (e.g. one per weight decay).
         metric: the summary compared (e.g. ``"curvature"``).
         expected: the sign of the effect under filter normalisation.
 
