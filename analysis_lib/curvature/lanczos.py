@@ -148,7 +148,10 @@ def top_eigenpairs(matvec: MatVec, dim: int, k: int = 1, *, which: str = "larges
 
 def _ritz(alpha, beta, k, which, tol, breakdown) -> tuple[EigenResult, torch.Tensor]:
     """Ritz values, residual estimates and the coefficients S of the Ritz vectors in the basis."""
-    theta, S = torch.linalg.eigh(tridiagonal(torch.tensor(alpha), torch.tensor(beta)))
+    # float64 from the Python floats: torch.tensor(list_of_floats) would be float32 and cap the
+    # eigenvalues' accuracy at ~1e-8, below what a float64 operator and a tight tol ask for.
+    T = tridiagonal(torch.tensor(alpha, dtype=torch.float64), torch.tensor(beta, dtype=torch.float64))
+    theta, S = torch.linalg.eigh(T)
     order = torch.argsort(theta, descending=(which == "largest"))[:k]
     theta, S = theta[order], S[:, order]
     residuals = (0.0 if breakdown else abs(beta[-1])) * S[-1, :].abs()

@@ -24,7 +24,7 @@ import pandas as pd
 from ..paths import runs_dir
 
 # Bump when a code change alters what a run computes, so old cached runs are not reused.
-STORE_VERSION = 2
+STORE_VERSION = 3  # 3: Lanczos tridiagonal in float64 (λ_max, overlaps and spectra move at ~1e-8)
 COMPLETE = ("finished", "diverged")
 
 

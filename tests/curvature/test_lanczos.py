@@ -54,3 +54,23 @@ def test_warm_start_needs_fewer_products(problem):
     warm = top_eigenpairs(op.matvec, op.dim, k=1, tol=1e-8, v0=cold.eigenvectors[:, 0])
     assert warm.n_matvecs < cold.n_matvecs
     assert warm.eigenvalues[0].item() == pytest.approx(cold.eigenvalues[0].item(), rel=1e-7)
+
+
+@pytest.mark.parametrize("tol", [1e-8, 1e-10])
+def test_converged_pairs_of_a_float64_operator_meet_tight_tolerances(tol):
+    """The tridiagonal matrix is float64: pairs flagged converged satisfy ‖Av − θv‖ ≤ tol·|θ| for real.
+
+    A float32 tridiagonal caps the eigenvalues at ~1e-8 relative accuracy, so most pairs reported
+    converged at these tolerances used to violate them.
+    """
+    gen = torch.Generator().manual_seed(3)
+    n = 200
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    top = torch.tensor([41.3, 17.9, 9.1, 4.7, 2.9], dtype=torch.float64)
+    lam = torch.cat([top, 0.3 * torch.randn(n - 5, generator=gen, dtype=torch.float64)])
+    A = Q @ torch.diag(lam) @ Q.T
+    A = (A + A.T) / 2
+    result = top_eigenpairs(lambda v: A @ v, n, k=5, tol=tol, max_steps=n, strict=True)
+    true_residuals = (A @ result.eigenvectors - result.eigenvectors * result.eigenvalues).norm(dim=0)
+    assert bool((true_residuals <= tol * result.eigenvalues.abs()).all()), true_residuals / result.eigenvalues
+    torch.testing.assert_close(result.eigenvalues, top, rtol=1e-12, atol=0)

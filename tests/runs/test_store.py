@@ -17,11 +17,11 @@ import pytest
 import analysis_lib.training.classifier as classifier
 from analysis_lib.lm.config import LMRunConfig
 from analysis_lib.runs.execute import ensure_run
-from analysis_lib.runs.store import RunStore, run_id
+from analysis_lib.runs.store import STORE_VERSION, RunStore, run_id
 from analysis_lib.training.config import RunConfig, config_from_dict, with_overrides
 
-# run_id(RunConfig()) and run_id(LMRunConfig()) as the flat layout (analysis_lib.runstore) computed them.
-OLD_DEFAULT_RUN_ID, OLD_DEFAULT_LM_RUN_ID = "61926cd4442bf9d4", "d52ce99758e5c2aa"
+# Run ids of the default configs at STORE_VERSION 3: they change only with a deliberate version bump.
+DEFAULT_RUN_ID, DEFAULT_LM_RUN_ID = "d9dad723cd158633", "d897a1118879ccbb"
 
 
 def test_round_trip(tiny_config, store_root):
@@ -49,9 +49,10 @@ def test_run_id_depends_on_config_not_labels(tiny_config):
     assert run_id(with_overrides(tiny_config, {"seed": 1})) != run_id(tiny_config)
 
 
-def test_run_ids_did_not_change_with_the_move_into_packages():
-    assert run_id(RunConfig()) == OLD_DEFAULT_RUN_ID
-    assert run_id(LMRunConfig()) == OLD_DEFAULT_LM_RUN_ID
+def test_run_ids_change_only_with_the_store_version():
+    assert STORE_VERSION == 3
+    assert run_id(RunConfig()) == DEFAULT_RUN_ID
+    assert run_id(LMRunConfig()) == DEFAULT_LM_RUN_ID
 
 
 def test_cache_hit_does_not_train_again(tiny_config, store_root, monkeypatch):
