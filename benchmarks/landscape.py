@@ -92,7 +92,7 @@ def functional_call_loop(model, D, x, y, grid):
 
 def ours(strategy, metrics=("loss",)):
     def run(model, D, x, y, grid):
-        return loss_surface(model, D, x, y, grid, grid, strategy=strategy, metrics=metrics)
+        return loss_surface(model, D, (x, y), grid, grid, strategy=strategy, metrics=metrics)
     return run
 
 
@@ -170,7 +170,7 @@ def check_defects(name, model, data, steps):
     intended = np.stack(np.meshgrid(np.arange(steps) - half, np.arange(steps) - half, indexing="ij"), -1)
     off = np.abs(coords - intended).max(-1) > 1e-3  # (steps, steps)
     points = theta + torch.from_numpy(intended.reshape(-1, 2)).float() @ U
-    ours_at_intended = evaluate_params(model, points, x, y)["loss"].numpy().reshape(steps, steps)
+    ours_at_intended = evaluate_params(model, points, (x, y))["loss"].numpy().reshape(steps, steps)
     err = np.abs(theirs - ours_at_intended)
     span = ours_at_intended.max() - ours_at_intended.min()
     moved = (flat_parameters(victim) - theta).norm() / theta.norm()

@@ -22,9 +22,8 @@ Kh_n = |Σ_{λ<0} |λ w|^n / Σ_{λ>0} (λ w)^n|.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import warnings
+from typing import Callable
 
 import numpy as np
 import pandas as pd

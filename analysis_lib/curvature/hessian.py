@@ -13,11 +13,16 @@ each chunk is built once with ``create_graph=True``; every product is then one e
 pass (Pearlmutter 1994). BatchNorm layers are evaluated in eval mode unless ``train_mode=True``
 (recorded in :attr:`HessianOperator.description`).
 
-Data: ``(inputs, targets)``. ``inputs`` is a tensor, a tuple of tensors (passed as ``*inputs``)
-or a dict (passed as ``**inputs``); ``targets`` a tensor or a tuple of tensors (e.g. token
-targets and their mask), handed to ``loss_fn`` as they are. Every tensor's first axis is the
-sample axis. The loss must be the mean of per-sample losses: a chunk of m of N samples then
-weighs m / N, so the chunked operator is the Hessian of the loss of the whole data.
+Loss and data: ``loss_fn`` and ``data`` as :mod:`analysis_lib.training.problem` describes them
+(any loss returning the mean over a batch; one ``(inputs, targets)`` tuple or an iterable of
+them, tensor, tuple or dict inputs). Over several batches (and over chunks of ``chunk_size``
+samples) the loss is the mean weighted by each batch's number of targets, so the operator is the
+Hessian of the loss of the concatenated data.
+
+``kind="ggn"`` is the Gauss–Newton matrix G = Jᵀ H_z J (J the Jacobian of the outputs, H_z the
+loss's Hessian in output space), positive semi-definite for the losses convex in their outputs
+whose output Hessian is known (cross-entropy with any class axis and ``ignore_index``, squared
+error, or a loss supplying ``output_hessian_vector``); any other loss is refused.
 """
 
 from __future__ import annotations
@@ -26,41 +31,12 @@ import math
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, jvp, vjp
+from torch.func import jvp, vjp
+
+from ..training.problem import LossFn, as_batches, call_model, loss_spec, n_samples
 
 KINDS = ("hessian", "ggn")
-LossFn = Callable[[torch.Tensor, Any], torch.Tensor]
-
-
-def slice_samples(data: Any, start: int, stop: int) -> Any:
-    """Rows ``start:stop`` of a tensor, or of every tensor in a tuple / list / dict."""
-    if isinstance(data, torch.Tensor):
-        return data[start:stop]
-    if isinstance(data, dict):
-        return {k: slice_samples(v, start, stop) for k, v in data.items()}
-    if isinstance(data, (tuple, list)):
-        return type(data)(slice_samples(v, start, stop) for v in data)
-    raise TypeError(f"data must be tensors, or tuples / dicts of tensors, not {type(data).__name__}")
-
-
-def n_samples(data: Any) -> int:
-    """Length of the sample axis of a tensor, or of the first tensor in a tuple / dict."""
-    if isinstance(data, torch.Tensor):
-        return len(data)
-    values = list(data.values()) if isinstance(data, dict) else list(data)
-    if not values:
-        raise ValueError("data holds no tensor")
-    return n_samples(values[0])
-
-
-def call_model(model: nn.Module, state: dict, inputs: Any) -> torch.Tensor:
-    """``model(inputs)`` with parameters and buffers from ``state`` (tuple: ``*inputs``, dict: ``**inputs``)."""
-    if isinstance(inputs, dict):
-        return functional_call(model, state, (), inputs)
-    args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    return functional_call(model, state, args)
 
 
 class HessianOperator:
@@ -68,43 +44,40 @@ class HessianOperator:
 
     Args:
         model: any module; it is not modified.
-        loss_fn: ``loss_fn(outputs, targets)`` -> the mean loss of a batch, e.g.
-            ``F.cross_entropy``.
-        data: ``(inputs, targets)``; see the module docstring.
+        loss_fn: ``loss_fn(outputs, targets)`` -> the mean loss of a batch, e.g. ``F.mse_loss``.
+        data: ``(inputs, targets)`` or an iterable of them; see the module docstring.
         params: parameter names forming the block (default: all); e.g. ``["fc1.weight", "fc1.bias"]``.
-        chunk_size: samples per chunk (default: all at once); the loss is the mean over all N.
-        kind: ``"hessian"`` or ``"ggn"`` (Gauss–Newton JᵀH_LJ, positive semi-definite; only for
-            ``F.cross_entropy`` over (N, C) logits, whose output Hessian is known).
+        chunk_size: at most this many samples per forward pass (default: each batch as given).
+        kind: ``"hessian"`` or ``"ggn"`` (Gauss–Newton JᵀH_zJ; see the module docstring).
         train_mode: evaluate BatchNorm with batch statistics instead of running statistics.
+        batch_size_fn: ``targets -> weight`` of a batch, overriding the loss's count of targets.
 
     Attributes:
         dim: number of parameters in the block.
         n_matvecs: products computed so far (the cost measure of every estimator).
     """
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, data: tuple[Any, Any], *,
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Any, *,
                  params: Sequence[str] | None = None, chunk_size: int | None = None,
-                 kind: str = "hessian", train_mode: bool = False):
+                 kind: str = "hessian", train_mode: bool = False,
+                 batch_size_fn: Callable[[Any], int] | None = None):
         if kind not in KINDS:
             raise ValueError(f"invalid argument kind={kind!r}: must be 'hessian' or 'ggn'")
-        if kind == "ggn" and loss_fn is not F.cross_entropy:
-            raise ValueError(f"invalid argument loss_fn={getattr(loss_fn, '__name__', loss_fn)!r} for "
-                             "kind='ggn': the Gauss-Newton matrix needs the loss's Hessian in output space, "
-                             "known here for F.cross_entropy only; use kind='hessian'")
-        if not callable(loss_fn):
-            raise ValueError(f"invalid argument loss_fn={loss_fn!r}: must be callable(outputs, targets)")
-        if not isinstance(data, (tuple, list)) or len(data) != 2:
-            raise ValueError("invalid argument data: must be an (inputs, targets) pair")
+        self.spec = loss_spec(loss_fn)
+        if kind == "ggn" and not self.spec.has_output_hessian:
+            raise ValueError(f"invalid argument loss_fn={self.spec.name} for kind='ggn': the Gauss-Newton matrix "
+                             "needs the loss's Hessian in output space, known here for cross-entropy and squared "
+                             "error, or supplied by a loss with a method output_hessian_vector(outputs, targets, "
+                             "v); use kind='hessian'")
         named = dict(model.named_parameters())
         self.names = list(named) if params is None else list(params)
         unknown = [n for n in self.names if n not in named]
         if unknown or not self.names:
             raise ValueError(f"invalid argument params={params!r}: unknown names {unknown}; "
                              f"the model has {list(named)}")
-        self.model, self.loss_fn, self.kind, self.train_mode = model, loss_fn, kind, train_mode
-        self.inputs, self.targets = data
-        self.n = n_samples(self.targets)
-        self.chunk = chunk_size or self.n
+        self.batches = as_batches(data, self.spec, chunk_size=chunk_size, batch_size_fn=batch_size_fn)
+        self.model, self.kind, self.train_mode = model, kind, train_mode
+        self.n = sum(n_samples(b.targets) for b in self.batches)
         self.block = {n: named[n].detach().clone().requires_grad_(True) for n in self.names}
         self.fixed = {n: p.detach() for n, p in named.items() if n not in self.block}
         self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
@@ -119,7 +92,8 @@ class HessianOperator:
     @property
     def description(self) -> dict:
         """What this operator is, for storing beside its results."""
-        return {"kind": self.kind, "params": self.names, "dim": self.dim, "n_samples": self.n,
+        return {"kind": self.kind, "loss": self.spec.name, "params": self.names, "dim": self.dim,
+                "n_samples": self.n, "n_batches": len(self.batches),
                 "batchnorm_mode": "train" if self.train_mode else "eval"}
 
     # -- plumbing -------------------------------------------------------------------------
@@ -128,15 +102,9 @@ class HessianOperator:
         self.model.train(self.train_mode)
         try:
             buffers = {n: b.clone() for n, b in self.buffers.items()}  # train-mode BN writes here
-            return call_model(self.model, {**self.fixed, **block, **buffers}, inputs)
+            return call_model(self.model, inputs, {**self.fixed, **block, **buffers})
         finally:
             self.model.train(was_training)
-
-    def _chunks(self):
-        for start in range(0, self.n, self.chunk):
-            stop = min(start + self.chunk, self.n)
-            yield (slice_samples(self.inputs, start, stop), slice_samples(self.targets, start, stop),
-                   (stop - start) / self.n)
 
     def _flat(self, tensors) -> torch.Tensor:
         return torch.cat([t.reshape(-1) for t in tensors]).to(torch.float64)
@@ -146,7 +114,7 @@ class HessianOperator:
         return [p.reshape(s) for p, s in zip(parts, self.shapes)]
 
     def _gradient_graphs(self) -> list[tuple[torch.Tensor, ...]]:
-        """Per chunk, the gradient of its weighted loss with its graph kept for double backward.
+        """Per batch, the gradient of its weighted loss with its graph kept for double backward.
 
         Built into a local list and kept only once complete: an interrupted or failing first
         product leaves no partial cache behind.
@@ -154,18 +122,19 @@ class HessianOperator:
         if self._graphs is None:
             params = [self.block[n] for n in self.names]
             graphs = []
-            for inputs, targets, weight in self._chunks():
-                loss = self.loss_fn(self._outputs(self.block, inputs), targets) * weight
-                graphs.append(torch.autograd.grad(loss, params, create_graph=True))
-            self._graphs = graphs
+            for b in self.batches:
+                loss = self.spec(self._outputs(self.block, b.inputs), b.targets) * b.weight
+                graphs.append(torch.autograd.grad(loss, params, create_graph=True, allow_unused=True))
+            self._graphs = [tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads, params))
+                            for grads in graphs]
         return self._graphs
 
     # -- public ---------------------------------------------------------------------------
     def loss(self) -> float:
         """Mean loss over the data at the block's current values."""
         with torch.no_grad():
-            return sum(self.loss_fn(self._outputs(self.block, inputs), targets).item() * w
-                       for inputs, targets, w in self._chunks())
+            return sum(self.spec(self._outputs(self.block, b.inputs), b.targets).item() * b.weight
+                       for b in self.batches)
 
     def gradient(self) -> torch.Tensor:
         """Flat float64 gradient of the mean loss, shape (dim,)."""
@@ -173,29 +142,31 @@ class HessianOperator:
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """``H v`` (or ``G v``) for a flat vector of shape (dim,), returned in float64."""
-        self.n_matvecs += 1
+        if tuple(v.shape) != (self.dim,):
+            raise ValueError(f"invalid argument v of shape {tuple(v.shape)}: must be ({self.dim},)")
         if self.kind == "ggn":
-            return self._ggn_matvec(v)
-        params, vs = [self.block[n] for n in self.names], self._unflat(v)
-        out = torch.zeros(self.dim, dtype=torch.float64, device=v.device)
-        for grads in self._gradient_graphs():
-            dot = sum((g * u).sum() for g, u in zip(grads, vs))
-            out += self._flat(torch.autograd.grad(dot, params, retain_graph=True))
+            out = self._ggn_matvec(v)
+        else:
+            params, vs = [self.block[n] for n in self.names], self._unflat(v)
+            out = torch.zeros(self.dim, dtype=torch.float64, device=v.device)
+            for grads in self._gradient_graphs():
+                dot = sum((g * u).sum() for g, u in zip(grads, vs))
+                if dot.requires_grad:  # a batch whose loss does not depend on the block adds nothing
+                    out += self._flat(torch.autograd.grad(dot, params, retain_graph=True, allow_unused=True,
+                                                          materialize_grads=True))
+        self.n_matvecs += 1
         return out
 
     def _ggn_matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """G v = Jᵀ H_L J v, with H_L = (diag(p) − p pᵀ)/N the cross-entropy Hessian in logit space."""
+        """G v = Σ_b w_b J_bᵀ H_z(b) J_b v, H_z the loss's Hessian in output space."""
         primals, tangents = tuple(self.block[n].detach() for n in self.names), tuple(self._unflat(v))
         out = torch.zeros(self.dim, dtype=torch.float64, device=v.device)
-        for inputs, targets, weight in self._chunks():
-            f = lambda *ps: self._outputs(dict(zip(self.names, ps)), inputs)  # noqa: E731
-            logits, jv = jvp(f, primals, tangents)
-            if logits.dim() != 2:
-                raise ValueError(f"kind='ggn' needs (N, C) logits, got shape {tuple(logits.shape)}")
-            p = torch.softmax(logits, dim=1)
-            hjv = (p * jv - p * (p * jv).sum(dim=1, keepdim=True)) * (weight / len(targets))
+        for b in self.batches:
+            f = lambda *ps: self._outputs(dict(zip(self.names, ps)), b.inputs)  # noqa: E731
+            outputs, jv = jvp(f, primals, tangents)
+            hjv = self.spec.output_hessian_vector(outputs.detach(), b.targets, jv) * b.weight
             _, pullback = vjp(f, *primals)
-            out += self._flat(pullback(hjv))
+            out += self._flat(pullback(hjv.to(outputs.dtype)))
         return out
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:

@@ -77,18 +77,23 @@ def exact_trace(matvec: MatVec, dim: int, device="cpu") -> TraceEstimate:
     return TraceEstimate(total, 0.0, dim, "exact")
 
 
-def layer_traces(model, loss_fn, data, *, n_matvecs: int = 60, exact_max_dim: int = 500, seed: int = 0):
+def layer_traces(model, loss_fn, data, *, n_matvecs: int = 60, exact_max_dim: int = 500, seed: int = 0,
+                 **operator_kwargs):
     """Hessian trace of every layer's block (and the whole model) as a tidy table.
 
-    Exact from the backpropagated Hessian diagonal where the model and loss allow it (ReLU MLPs
-    under cross-entropy, see :func:`analysis_lib.curvature.diagonal.hessian_diagonal`: no
-    products at all); otherwise exact (``dim`` products) for blocks of at most ``exact_max_dim``
-    parameters and Hutch++ with ``n_matvecs`` products and a standard error beyond.
+    Exact from the backpropagated Hessian diagonal where the model's traced structure and the loss
+    make it provably exact (piecewise-linear ``nn.Linear`` networks under cross-entropy or squared
+    error, see :mod:`analysis_lib.curvature.diagonal`: no products at all, method ``"exact
+    diagonal"``); otherwise exact (``dim`` products, method ``"exact"``) for blocks of at most
+    ``exact_max_dim`` parameters, and Hutch++ with ``n_matvecs`` products and a standard error
+    (method ``"Hutch++"``) beyond.
 
     Args:
         model: the network (not modified). loss_fn, data: as for
             :class:`~analysis_lib.curvature.hessian.HessianOperator`.
         n_matvecs, exact_max_dim, seed: of the stochastic estimates.
+        operator_kwargs: passed to every ``HessianOperator`` (``chunk_size``, ``batch_size_fn``,
+            ``train_mode``).
 
     Returns:
         DataFrame with columns ``layer, estimate, se, n_matvecs, method``; ``layer = "model"``
@@ -100,7 +105,8 @@ def layer_traces(model, loss_fn, data, *, n_matvecs: int = 60, exact_max_dim: in
     from .diagonal import hessian_diagonal
     from .hessian import HessianOperator
 
-    diag = hessian_diagonal(model, loss_fn, data)
+    plain = set(operator_kwargs) <= {"chunk_size"}  # the diagonal has no BatchNorm mode or custom weights
+    diag = hessian_diagonal(model, loss_fn, data) if plain else None
     if diag is not None:
         per_layer = {layer: sum(diag[n].sum().item() for n in names) for layer, names in layer_blocks(model).items()}
         return pd.DataFrame([{"layer": layer, "estimate": value, "se": 0.0, "n_matvecs": 0,
@@ -108,7 +114,7 @@ def layer_traces(model, loss_fn, data, *, n_matvecs: int = 60, exact_max_dim: in
                              for layer, value in [("model", sum(per_layer.values())), *per_layer.items()]])
     rows = []
     for layer, names in [("model", None), *layer_blocks(model).items()]:
-        op = HessianOperator(model, loss_fn, data, params=names)
+        op = HessianOperator(model, loss_fn, data, params=names, **operator_kwargs)
         est = (exact_trace(op.matvec, op.dim, device=op.device) if op.dim <= exact_max_dim
                else hutchpp(op.matvec, op.dim, n_matvecs, seed=seed, device=op.device))
         rows.append({"layer": layer, "estimate": est.estimate, "se": est.se,

@@ -19,7 +19,7 @@ negative for one batch (then SNR < 0 and the noise scale is negative); ratios of
 noisy either way, so to summarise over steps or seeds average ``grad_var_trace`` and
 ``grad_signal`` first and divide after. ``grad_mean_sq_norm`` is kept for the plain estimator.
 
-How: every ``nn.Linear`` and ``nn.Conv1d`` gets a forward hook that keeps its input a and puts a
+How: every ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` gets a forward hook that keeps its input a and puts a
 tensor hook on its output that keeps the output gradient δ (a tensor hook rather than a module
 backward hook: it pairs each call's input with that call's gradient, and wraps nothing). The
 loss must be the MEAN over the batch of per-sample losses, so g_i = B Σ_t δ_{i,t} a_{i,t}ᵀ, with t
@@ -31,8 +31,10 @@ T d_in d_out), whichever is cheaper: Gram when T < d_in d_out / (d_in + d_out). 
 
 Layers are module names (``fc1``, ``conv2``, ``blocks.0.attn.q``), weight and bias together, plus
 ``layer = "model"`` over all supported layers. Not covered, and left out: parameters of other
-modules (normalisation, embeddings), grouped or non-zero-padded Conv1d (listed in
-:attr:`GradientNoiseProbe.skipped`), and modules never called in the forward pass. With
+modules (normalisation, embeddings, grouped or non-zero-padded convolutions: every module that
+owns parameters and is not covered is listed in :attr:`GradientNoiseProbe.skipped`, and the
+share of the model's parameters the ``"model"`` row covers is recorded as
+``grad_noise_coverage``), and modules never called in the forward pass. With
 BatchNorm in training mode the samples interact, and "per-sample gradient" is then the
 contribution of each sample's activations, not the gradient of its own loss.
 """
@@ -53,7 +55,7 @@ METRICS = ("grad_var_trace", "grad_mean_sq_norm", "grad_signal", "grad_snr", "gr
 def _supported(module: nn.Module) -> bool:
     if isinstance(module, nn.Linear):
         return True
-    return (isinstance(module, nn.Conv1d) and module.groups == 1 and module.padding_mode == "zeros"
+    return (isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1 and module.padding_mode == "zeros"
             and not isinstance(module.padding, str))
 
 
@@ -62,6 +64,10 @@ def _tokens(module: nn.Module, a: torch.Tensor, delta: torch.Tensor) -> tuple[to
     n = a.shape[0]
     if isinstance(module, nn.Linear):
         return a.reshape(n, -1, a.shape[-1]), delta.reshape(n, -1, delta.shape[-1])
+    if isinstance(module, nn.Conv2d):  # im2col patches (B, C_in·kh·kw, L), ordered like weight.view(C_out, -1)
+        patches = F.unfold(a, module.kernel_size, dilation=module.dilation, padding=module.padding,
+                           stride=module.stride)
+        return patches.transpose(1, 2), delta.flatten(2).transpose(1, 2)
     # Conv1d as a Linear on input patches, features ordered (C_in, k) like weight.view(C_out, -1).
     # Tensor.unfold is a strided view; F.unfold (im2col) copies every patch and was much slower here.
     (k,), (dilation,), (pad,), (stride,) = module.kernel_size, module.dilation, module.padding, module.stride
@@ -115,7 +121,8 @@ class GradientNoiseProbe:
     def __init__(self, model: nn.Module):
         self.layers = {name: m for name, m in model.named_modules() if _supported(m)}
         self.skipped = [name for name, m in model.named_modules()
-                        if isinstance(m, nn.Conv1d) and name not in self.layers]
+                        if name not in self.layers and any(True for _ in m.parameters(recurse=False))]
+        self.n_params = sum(p.numel() for p in model.parameters())
         self._calls: dict[str, list[list]] = {name: [] for name in self.layers}
         self._handles: list = []
 
@@ -166,8 +173,10 @@ class GradientNoiseProbe:
         values = torch.stack([s for _, s in sums.values()]).tolist()  # one transfer: [[Σ‖g_i‖², ‖ḡ‖²], ...]
         layers = [(name, n, *v) for (name, (n, _)), v in zip(sums.items(), values)]
         model = ("model", layers[0][1], sum(v[2] for v in layers), sum(v[3] for v in layers))
-        return [(name, metric, value) for name, n, total, mean_sq in [*layers, model]
-                for metric, value in noise_statistics(n, total, mean_sq).items()]
+        covered = sum(p.numel() for name in sums for p in self.layers[name].parameters(recurse=False))
+        return [*((name, metric, value) for name, n, total, mean_sq in [*layers, model]
+                  for metric, value in noise_statistics(n, total, mean_sq).items()),
+                ("model", "grad_noise_coverage", covered / max(self.n_params, 1))]
 
 
 def noise_statistics(batch_size: int, sum_sq_norms: float, mean_sq_norm: float) -> dict[str, float]:

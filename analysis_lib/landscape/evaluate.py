@@ -2,7 +2,8 @@
 
 :func:`evaluate_params` is the batched evaluator every landscape quantity goes through: it takes
 a (G, P) tensor of flattened parameter vectors (``named_parameters`` order) and returns the mean
-cross-entropy and the accuracy over a dataset at each of them. It never touches the caller's
+loss (any ``loss_fn`` and data of :mod:`analysis_lib.training.problem`; cross-entropy by default)
+and other metrics (the accuracy, for a cross-entropy) over a dataset at each of them. It never touches the caller's
 model: parameters go in through :func:`torch.func.functional_call` or into a private copy of
 the model, buffers are detached copies of the model's, and every module's train/eval mode is
 restored.
@@ -35,15 +36,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+
+from ..training.problem import Batch, as_batches, call_model, loss_spec, n_samples, slice_samples
 
 STRATEGIES = ("auto", "inplace", "loop", "vmap")
-_ZERO = torch.zeros((), dtype=torch.float64)  # the correct count when accuracy is not wanted
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
@@ -71,127 +72,148 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
-def _activation_elements(model: nn.Module, params: dict, buffers: dict, x: torch.Tensor) -> int:
+def _activation_elements(model: nn.Module, params: dict, buffers: dict, inputs) -> int:
     """Activation elements one sample creates in one forward pass (sum over leaf modules)."""
     count = [0]
 
     def hook(_module, _args, out):
-        if isinstance(out, torch.Tensor):
+        if isinstance(out, torch.Tensor) and out.dim() > 0:
             count[0] += out[0].numel()  # one sample
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
-        functional_call(model, (params, buffers), (x[:1],))
+        call_model(model, slice_samples(inputs, 0, 1), {**params, **buffers})
     finally:
         for h in handles:
             h.remove()
     return max(count[0], 1)
 
 
-def _plan(model, params, buffers, x, n_points, chunk_points, memory_mb, batch_size, itemsize):
+def _plan(model, params, buffers, inputs, n_samples, n_points, chunk_points, memory_mb, batch_size, itemsize):
     """(points per chunk, samples per batch) so that activations and parameters fit ``memory_mb``.
 
     A chunk of c points on a batch of b samples holds about c·b·A activation elements plus c·P
     parameter elements; the batch is all samples when one point at a time fits.
     """
     budget = memory_mb * 2**20 / itemsize  # elements
-    per_sample = _activation_elements(model, params, buffers, x)
+    per_sample = _activation_elements(model, params, buffers, inputs)
     n_params = sum(p.numel() for p in params.values())
-    batch = batch_size or max(1, min(len(x), int(budget // per_sample)))
+    batch = batch_size or max(1, min(n_samples, int(budget // per_sample)))
     fit = int(budget // (batch * per_sample + n_params))
     chunk = chunk_points or max(1, min(n_points, fit))
     return chunk, batch
 
 
-def _sums(logits: torch.Tensor, y: torch.Tensor, acc: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy and number correct (0 unless ``acc``) over the batch axis, in float64.
-
-    The per-batch sums run in the model's dtype (fused cross-entropy; in float32 the relative
-    round-off of a 4,000-sample sum is ~1e-7), batches are accumulated in float64. The argmax
-    behind the accuracy costs 10-15% of a forward pass of a small MLP, hence ``acc``.
-
-    Args:
-        logits: (B, C), or (c, B, C) for c points at once. y: (B,).
-
-    Returns:
-        two scalars, or two (c,) tensors.
-    """
-    correct = (logits.argmax(-1) == y).sum(-1, dtype=torch.float64) if acc else _ZERO
-    if logits.dim() == 2:
-        return F.cross_entropy(logits, y, reduction="sum").double(), correct
-    c, b, k = logits.shape
-    nll = F.cross_entropy(logits.reshape(c * b, k), y.repeat(c), reduction="none").view(c, b)
-    return nll.sum(-1, dtype=torch.float64), correct
+def _cast(data, device, dtype):
+    """Tensors (in tuples / dicts) moved to ``device``; floating ones cast to ``dtype``."""
+    if isinstance(data, torch.Tensor):
+        return data.to(device, dtype if data.is_floating_point() else data.dtype)
+    if isinstance(data, dict):
+        return {k: _cast(v, device, dtype) for k, v in data.items()}
+    if isinstance(data, (tuple, list)):
+        return type(data)(_cast(v, device, dtype) for v in data)
+    return data
 
 
-def _accumulate(forward, y: torch.Tensor, batch: int, acc: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sums of cross-entropy and correct predictions of ``forward(start, stop)`` over all batches."""
-    if batch >= len(y):  # one pass: no accumulation ops (they cost ~5% on small models)
-        return _sums(forward(0, len(y)), y, acc)
-    loss = correct = 0.0
-    for start in range(0, len(y), batch):
-        s, c = _sums(forward(start, start + batch), y[start:start + batch], acc)
-        loss, correct = loss + s, correct + c
-    return loss, correct
+def _values(outputs, batch: Batch, fns: dict) -> torch.Tensor:
+    """(M,) weighted metric values of one batch: each metric's mean × the batch's weight, float64."""
+    return torch.stack([fn(outputs, batch.targets).to(torch.float64) for fn in fns.values()]) * batch.weight
 
 
-def _loop(model, points, buffers, x, y, batch, acc):
-    """(G,) summed losses and correct counts, one functional_call per point and batch."""
-    sums = []
+def _accumulate(forward, batches: list[Batch], fns: dict) -> torch.Tensor:
+    """(M,) metrics of ``forward(inputs)`` over all batches, each the weighted mean over batches."""
+    total = _values(forward(batches[0].inputs), batches[0], fns)
+    for b in batches[1:]:
+        total = total + _values(forward(b.inputs), b, fns)
+    return total
+
+
+def _loop(model, points, buffers, batches, fns):
+    """(G, M) metrics, one functional_call per point and batch."""
+    rows = []
     for g in range(len(points)):
-        params = unflatten(model, points[g])
-        sums.append(_accumulate(lambda a, b: functional_call(model, (params, buffers), (x[a:b],)), y, batch, acc))
-    return torch.stack([s for s, _ in sums]), torch.stack([c for _, c in sums])
+        params = {**unflatten(model, points[g]), **buffers}
+        rows.append(_accumulate(lambda inputs: call_model(model, inputs, params), batches, fns))
+    return torch.stack(rows)
 
 
-def _vmap(model, points, buffers, x, y, batch, chunk, acc):
-    """(G,) sums, ``torch.vmap`` of functional_call over chunks of ``chunk`` points."""
-    batched = torch.vmap(lambda params, xb: functional_call(model, (params, buffers), (xb,)),
+def _vmap(model, points, buffers, batches, chunk, fns):
+    """(G, M) metrics, ``torch.vmap`` of functional_call over chunks of ``chunk`` points."""
+    batched = torch.vmap(lambda params, inputs: call_model(model, inputs, {**params, **buffers}),
                          in_dims=(0, None))
-    sums = []
+    rows = []
     for lo in range(0, len(points), chunk):
         params = unflatten(model, points[lo:lo + chunk])  # {name: (c, *shape)}
-        sums.append(_accumulate(lambda a, b: batched(params, x[a:b]), y, batch, acc))  # (c,) each
-    return torch.cat([s for s, _ in sums]), torch.cat([c.expand(len(s)) for s, c in sums])
+        total = 0.0
+        for b in batches:
+            out = batched(params, b.inputs)  # (c, B, ...)
+            total = total + torch.stack([_values(o, b, fns) for o in out])  # (c, M)
+        rows.append(total)
+    return torch.cat(rows)
 
 
-def _inplace(model, points, x, y, batch, acc):
-    """(G,) sums, copying each point into the weights of a private copy of the model in turn."""
+def _inplace(model, points, batches, fns):
+    """(G, M) metrics, copying each point into the weights of a private copy of the model in turn."""
     clone = copy.deepcopy(model).eval()
     flat = torch.empty_like(points[0])  # (P,): the clone's parameters are views into it
     torch.nn.utils.vector_to_parameters(flat, clone.parameters())
-    sums = []
+    rows = []
     for g in range(len(points)):
         flat.copy_(points[g])  # one memcpy per point
-        sums.append(_accumulate(lambda a, b: clone(x[a:b]), y, batch, acc))
-    return torch.stack([s for s, _ in sums]), torch.stack([c for _, c in sums])
+        rows.append(_accumulate(lambda inputs: call_model(clone, inputs), batches, fns))
+    return torch.stack(rows)
 
 
-def evaluate_params(model: nn.Module, points: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *,
+def metric_functions(loss_fn, metrics: Sequence[str] | None = None,
+                     metric_fns: Mapping[str, Callable] | None = None) -> dict[str, Callable]:
+    """``{name: fn(outputs, targets) -> batch mean}`` for the metrics asked for, ``"loss"`` first.
+
+    ``"loss"`` is ``loss_fn``; ``"acc"`` is the accuracy of a cross-entropy (refused for any other
+    loss unless ``metric_fns`` defines it); any other name must be in ``metric_fns``. Default:
+    ``("loss", "acc")`` for a cross-entropy, ``("loss",)`` otherwise, plus every ``metric_fns``.
+    """
+    spec = loss_spec(loss_fn)
+    extra = dict(metric_fns or {})
+    known = {"loss": spec, **({"acc": spec.accuracy} if spec.accuracy else {}), **extra}
+    if metrics is None:
+        metrics = [m for m in ("loss", "acc") if m in known] + [m for m in extra if m not in ("loss", "acc")]
+    if isinstance(metrics, str) or not metrics:
+        raise ValueError(f"invalid argument metrics={metrics!r}: a non-empty list of names")
+    for m in metrics:
+        if m not in known:
+            why = (f"'acc' is defined for cross-entropy losses only, not {spec.name}; pass metric_fns={{'acc': fn}}"
+                   if m == "acc" else f"allowed: {sorted(known)} (add others through metric_fns)")
+            raise ValueError(f"invalid argument metrics: unknown metric {m!r}; {why}")
+    return {m: known[m] for m in metrics}
+
+
+def evaluate_params(model: nn.Module, points: torch.Tensor, data, loss_fn=F.cross_entropy, *,
+                    metrics: Sequence[str] | None = None, metric_fns: Mapping[str, Callable] | None = None,
                     chunk_points: int | None = None, memory_mb: float = 256,
-                    batch_size: int | None = None, strategy: str = "auto",
-                    metrics: tuple[str, ...] = ("loss", "acc")) -> dict[str, torch.Tensor]:
-    """Mean cross-entropy and accuracy over ``(x, y)`` at each of G parameter vectors.
+                    batch_size: int | None = None, strategy: str = "auto") -> dict[str, torch.Tensor]:
+    """The mean loss (and other metrics) over ``data`` at each of G parameter vectors.
 
     Args:
         model: defines the function; its parameters are replaced by each point, its buffers
             (BatchNorm running statistics) are used as they are, in eval mode. Not modified.
         points: (G, P) or (P,) flattened parameters in ``named_parameters`` order; cast to the
             model's dtype and device.
-        x: inputs (N, ...). y: integer targets (N,).
+        data: ``(inputs, targets)`` or an iterable of them (:mod:`analysis_lib.training.problem`);
+            over several batches every metric is the mean weighted by the batch's number of targets.
+        loss_fn: ``loss_fn(outputs, targets)`` -> mean loss of a batch (default cross-entropy).
+        metrics, metric_fns: which metrics, see :func:`metric_functions` (``("loss",)`` skips the
+            argmax of the accuracy, 10-15% of a forward pass of a small MLP).
         chunk_points: points evaluated together by ``"vmap"`` (default: from ``memory_mb``).
         memory_mb: budget for activations and batched parameters of one chunk.
         batch_size: samples per forward pass (default: all that fit in ``memory_mb``).
         strategy: ``"auto"`` (``"vmap"`` on CUDA, ``"inplace"`` otherwise), ``"inplace"``,
             ``"loop"`` or ``"vmap"``; all give the same numbers up to float round-off.
-        metrics: which of ``"loss"`` and ``"acc"`` to return (``("loss",)`` skips the argmax).
 
     Returns:
-        ``{"loss": (G,), "acc": (G,)}`` float64 on the points' device ((1,) for a single point),
-        restricted to ``metrics``.
+        ``{metric: (G,)}`` float64 on the points' device ((1,) for a single point).
 
     Raises:
-        ValueError: a point's length is not the model's parameter count, shapes of x and y
-            disagree, or an argument is out of range.
+        ValueError: a point's length is not the model's parameter count, the data or loss is not
+            one of the forms allowed, or an argument is out of range.
     """
     ref = next(model.parameters())
     points = points.detach().to(ref.device, ref.dtype)
@@ -199,10 +221,7 @@ def evaluate_params(model: nn.Module, points: torch.Tensor, x: torch.Tensor, y: 
     n_params = sum(p.numel() for p in model.parameters())
     if points.dim() != 2 or points.shape[1] != n_params:
         raise ValueError(f"invalid argument points of shape {tuple(points.shape)}: must be (G, {n_params})")
-    if len(x) != len(y) or len(y) == 0:
-        raise ValueError(f"invalid arguments x, y with {len(x)} and {len(y)} samples: need equal, > 0")
-    if not metrics or not set(metrics) <= {"loss", "acc"}:
-        raise ValueError(f"invalid argument metrics={metrics!r}: a non-empty subset of ('loss', 'acc')")
+    fns = metric_functions(loss_fn, metrics, metric_fns)
     if strategy not in STRATEGIES:
         raise ValueError(f"invalid argument strategy={strategy!r}: must be one of {STRATEGIES}")
     if memory_mb <= 0 or (chunk_points is not None and chunk_points < 1) or (batch_size is not None and batch_size < 1):
@@ -210,18 +229,20 @@ def evaluate_params(model: nn.Module, points: torch.Tensor, x: torch.Tensor, y: 
                          f"batch_size={batch_size}: must be positive")
     if strategy == "auto":
         strategy = "vmap" if points.is_cuda else "inplace"
-    x, y = x.to(ref.device, ref.dtype if x.is_floating_point() else x.dtype), y.to(ref.device)
+    spec = fns.get("loss") or loss_spec(loss_fn)
+    given = as_batches(data, spec)
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     with torch.no_grad(), _eval_mode(model):
-        chunk, batch = _plan(model, unflatten(model, points[0]), buffers, x, len(points),
+        first = _cast(given[0].inputs, ref.device, ref.dtype)
+        largest = max(n_samples(b.targets) for b in given)
+        chunk, batch = _plan(model, unflatten(model, points[0]), buffers, first, largest, len(points),
                              chunk_points, memory_mb, batch_size, ref.element_size())
-        acc = "acc" in metrics
+        batches = [Batch(_cast(b.inputs, ref.device, ref.dtype), _cast(b.targets, ref.device, ref.dtype), b.weight)
+                   for b in (given if batch >= largest else as_batches(data, spec, chunk_size=batch))]
         if strategy == "loop":
-            loss, correct = _loop(model, points, buffers, x, y, batch, acc)
+            values = _loop(model, points, buffers, batches, fns)
         elif strategy == "vmap":
-            loss, correct = _vmap(model, points, buffers, x, y, batch, chunk, acc)
+            values = _vmap(model, points, buffers, batches, chunk, fns)
         else:
-            loss, correct = _inplace(model, points, x, y, batch, acc)
-    values = {"loss": loss / len(y), "acc": correct / len(y)}
-    return {m: values[m] for m in metrics}
-
+            values = _inplace(model, points, batches, fns)
+    return {m: values[:, i] for i, m in enumerate(fns)}

@@ -11,15 +11,16 @@ Conditions", ICML 2025). For accuracy the barrier is the largest *drop* below th
 barrier always means "worse in between". The maximum is taken over the α grid given (it must hold
 0 and 1); B ≥ 0 because the end points are on the grid.
 
-Every loss goes through :func:`analysis_lib.landscape.evaluate.evaluate_params` (eval mode, mean
-cross-entropy and accuracy). With ``match=True``, B is first permuted into A's basis by
+Every loss goes through :func:`analysis_lib.landscape.evaluate.evaluate_params` (eval mode; the
+mean of any ``loss_fn`` over any data of :mod:`analysis_lib.training.problem`, cross-entropy and
+its accuracy by default). With ``match=True``, B is first permuted into A's basis by
 :func:`analysis_lib.weights.matching.weight_matching` (the function B computes is unchanged).
 
 **BatchNorm rule.** Running statistics are buffers, not parameters, and there is no single
 right value for them at θ_α. ``batchnorm="interpolate"`` (default) interpolates them like the
 parameters, (1−α) μ_A + α μ_B; ``"recompute"`` re-estimates them for every θ_α by one pass over
-``stats_x`` (by default the ``"train"`` split's inputs) in train mode with a cumulative average,
-as Jordan et al. ("REPAIR", ICLR 2023) and Ainsworth et al. (2023) do, because interpolated
+``stats_x`` (by default the inputs of the ``"train"`` split, batch by batch) in train mode with
+a cumulative average, as Jordan et al. ("REPAIR", ICLR 2023) and Ainsworth et al. (2023) do, because interpolated
 statistics misdescribe the interpolated network's activations and inflate the barrier. Integer
 buffers (``num_batches_tracked``) are taken from A. Models without buffers are unaffected.
 
@@ -27,21 +28,23 @@ Output: the tidy landscape schema (:data:`analysis_lib.landscape.surfaces.SURFAC
 :data:`INTERPOLATION_COLUMNS`. ``run_id`` and ``run_id_b`` name
 A and B; ``alpha`` is the coefficient of θ_B; ``beta`` is 0 and ``direction_seed`` is −1 (a line
 between two solutions has no random direction); ``matched`` says whether B was permuted first;
-``metric`` is ``"loss"`` or ``"acc"``.
+``metric`` is ``"loss"``, ``"acc"`` (for a cross-entropy) or any other metric asked for.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..training.problem import as_batches, call_model, loss_spec
 from ..weights.matching import weight_matching
-from .evaluate import evaluate_params
+from .evaluate import evaluate_params, metric_functions
 from .surfaces import SURFACE_COLUMNS
 
 # The landscape schema with B's run id and the matching flag after A's run id.
@@ -50,7 +53,7 @@ BARRIER_COLUMNS = ["run_id", "run_id_b", "matched", "split", "metric", "barrier"
                    "value_a", "value_b"]
 BATCHNORM_RULES = ("interpolate", "recompute")
 State = Mapping[str, torch.Tensor]
-Splits = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+Splits = Mapping[str, Any]
 
 
 def default_alphas(points: int = 21) -> np.ndarray:
@@ -103,42 +106,48 @@ def _interpolated_state(state_a: State, state_b: State, alpha: float) -> dict[st
 
 
 @torch.no_grad()
-def _recompute_statistics(model: nn.Module, x: torch.Tensor, batch_size: int | None) -> None:
-    """Replace every BatchNorm's running statistics by their cumulative average over ``x``."""
+def _recompute_statistics(model: nn.Module, stats_inputs: list, batch_size: int | None) -> None:
+    """Replace every BatchNorm's running statistics by their cumulative average over the inputs."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: equal weight to every batch
     model.train()
-    batch = batch_size or len(x)
-    for start in range(0, len(x), batch):
-        model(x[start:start + batch])
+    ref = next(model.parameters())
+    for inputs in stats_inputs:
+        if isinstance(inputs, torch.Tensor):
+            inputs = inputs.to(ref.device, ref.dtype)
+            step = batch_size or len(inputs)
+            for start in range(0, len(inputs), step):
+                model(inputs[start:start + step])
+        else:
+            call_model(model, inputs)
     model.eval()
 
 
-def _curve(model, state_a, state_b, alphas, x, y, batchnorm, stats_x, memory_mb, batch_size):
-    """{"loss": (G,), "acc": (G,)} along the line, applying the BatchNorm rule."""
+def _curve(model, state_a, state_b, alphas, data, batchnorm, stats_inputs, kwargs):
+    """{metric: (G,)} along the line, applying the BatchNorm rule."""
     fa, fb = flat_from_state(model, state_a), flat_from_state(model, state_b)
     al = torch.as_tensor(alphas, dtype=torch.float64)[:, None]  # (G, 1)
     points = (1.0 - al) * fa + al * fb  # (G, P)
-    kwargs = {"memory_mb": memory_mb, "batch_size": batch_size}
     if not list(model.buffers()):  # nothing but parameters: one batched call for the whole line
-        return evaluate_params(model, points, x, y, **kwargs)
-    clone, out = copy.deepcopy(model), {"loss": [], "acc": []}
+        return evaluate_params(model, points, data, **kwargs)
+    clone, out = copy.deepcopy(model), {}
     ref = next(model.parameters())
     for g, alpha in enumerate(alphas):
         state = {k: v.to(ref.device, ref.dtype if v.is_floating_point() else v.dtype)
                  for k, v in _interpolated_state(state_a, state_b, float(alpha)).items()}
         clone.load_state_dict(state)
         if batchnorm == "recompute":
-            _recompute_statistics(clone, stats_x.to(ref.device, ref.dtype), batch_size)
-        res = evaluate_params(clone, points[g], x, y, **kwargs)
-        out["loss"].append(res["loss"])
-        out["acc"].append(res["acc"])
+            _recompute_statistics(clone, stats_inputs, kwargs.get("batch_size"))
+        for metric, value in evaluate_params(clone, points[g], data, **kwargs).items():
+            out.setdefault(metric, []).append(value)
     return {k: torch.cat(v) for k, v in out.items()}
 
 
 def interpolation_curve(model: nn.Module, state_a: State, state_b: State, splits: Splits, *,
+                        loss_fn=F.cross_entropy, metrics: Sequence[str] | None = None,
+                        metric_fns: Mapping | None = None,
                         alphas: Sequence[float] | None = None, match: bool = False, match_seed: int = 0,
                         batchnorm: str = "interpolate", stats_x: torch.Tensor | None = None,
                         run_ids: tuple[str, str] = ("A", "B"), memory_mb: float = 256,
@@ -148,12 +157,16 @@ def interpolation_curve(model: nn.Module, state_a: State, state_b: State, splits
     Args:
         model: the architecture; its own weights and buffers are not used or changed.
         state_a, state_b: state dicts (parameters and buffers) of the two solutions.
-        splits: ``{"train": (x, y), "test": (x, y)}`` or any named (inputs, targets) pairs.
+        splits: ``{"train": data, "test": data}``: named data, each an ``(inputs, targets)`` pair
+            or an iterable of them.
+        loss_fn, metrics, metric_fns: the loss (default cross-entropy) and the metrics of the
+            curve (see :func:`analysis_lib.landscape.evaluate.metric_functions`).
         alphas: (G,) grid containing 0 and 1 (default: 21 points from 0 to 1).
         match: permute B into A's basis by weight matching first (MLPs only).
         match_seed: seed of the weight-matching layer order.
         batchnorm: ``"interpolate"`` or ``"recompute"`` (see the module docstring).
-        stats_x: inputs for ``"recompute"`` (default: the inputs of ``splits["train"]``).
+        stats_x: inputs (a tensor) for ``"recompute"`` (default: the inputs of every batch of
+            ``splits["train"]``).
         run_ids: labels of A and B for the ``run_id`` and ``run_id_b`` columns.
         memory_mb, batch_size: passed to :func:`analysis_lib.landscape.evaluate.evaluate_params`.
 
@@ -170,16 +183,20 @@ def interpolation_curve(model: nn.Module, state_a: State, state_b: State, splits
     _check_end_points(alphas)
     if batchnorm not in BATCHNORM_RULES:
         raise ValueError(f"invalid argument batchnorm={batchnorm!r}: must be one of {BATCHNORM_RULES}")
+    metric_functions(loss_fn, metrics, metric_fns)  # refuse a bad loss or metric before any work
+    stats_inputs = None if stats_x is None else [stats_x]
     if batchnorm == "recompute" and stats_x is None:
         if "train" not in splits:
             raise ValueError("batchnorm='recompute' needs stats_x or a 'train' split")
-        stats_x = splits["train"][0]
+        stats_inputs = [b.inputs for b in as_batches(splits["train"], loss_spec(loss_fn))]
     if match:
         state_b = weight_matching(model, state_a, state_b, seed=match_seed).state
+    kwargs = {"loss_fn": loss_fn, "metrics": metrics, "metric_fns": metric_fns, "memory_mb": memory_mb,
+              "batch_size": batch_size}
     frames = []
-    for split, (x, y) in splits.items():
-        res = _curve(model, state_a, state_b, alphas, x, y, batchnorm, stats_x, memory_mb, batch_size)
-        for metric in ("loss", "acc"):
+    for split, data in splits.items():
+        res = _curve(model, state_a, state_b, alphas, data, batchnorm, stats_inputs, kwargs)
+        for metric in res:
             frames.append(pd.DataFrame({"run_id": run_ids[0], "run_id_b": run_ids[1], "matched": match,
                                         "direction_seed": -1, "alpha": alphas, "beta": 0.0, "split": split,
                                         "metric": metric, "value": res[metric].cpu().numpy()}))
@@ -191,7 +208,8 @@ def interpolation_barriers(curves: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         One row per (run_id, run_id_b, matched, split, metric) with :data:`BARRIER_COLUMNS`:
-        ``barrier`` (a loss's rise above / an accuracy's drop below the line), ``alpha_max``
+        ``barrier`` (the rise above the line of a loss or any other metric, the drop below it of
+        an accuracy ``acc``), ``alpha_max``
         where it is largest, and the end values ``value_a`` (α = 0), ``value_b`` (α = 1).
     """
     rows = []

@@ -5,7 +5,8 @@ and ``beta`` that of direction 2 (β = 0 for a 1-D slice), and every row of the 
 its own (α, β), so a grid cannot be shifted or transposed on its way to a figure (the 2-D grid of
 loss-landscapes 3.0.6 shifts alternate columns by one step; ``benchmarks/landscape.py`` shows it).
 Schema :data:`SURFACE_COLUMNS`: ``run_id, direction_seed, alpha, beta, split, metric, value``
-with metric ``loss`` (mean cross-entropy) or ``acc``.
+with metric ``loss`` (the mean of the loss given, cross-entropy by default), ``acc`` (for a
+cross-entropy) or any other metric asked for.
 
 Values come from :func:`analysis_lib.landscape.evaluate.evaluate_params` (BatchNorm in eval mode with the
 centre model's running statistics, the caller's model never modified).
@@ -17,6 +18,7 @@ from typing import Mapping
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .directions import random_directions
@@ -37,8 +39,8 @@ def grid_coefficients(alphas: torch.Tensor, betas: torch.Tensor | None = None) -
     return torch.stack([a.reshape(-1), b.reshape(-1)], dim=1)
 
 
-def loss_surface(model: nn.Module, directions: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                 alphas, betas=None, *, centre: torch.Tensor | None = None, chunk: int | None = None,
+def loss_surface(model: nn.Module, directions: torch.Tensor, data, alphas, betas=None, *,
+                 loss_fn=F.cross_entropy, centre: torch.Tensor | None = None, chunk: int | None = None,
                  **evaluate_kwargs) -> pd.DataFrame:
     """Loss and accuracy at θ₀ + α d₁ (+ β d₂) on the grid ``alphas`` × ``betas``.
 
@@ -46,15 +48,18 @@ def loss_surface(model: nn.Module, directions: torch.Tensor, x: torch.Tensor, y:
         model: its parameters are θ₀ unless ``centre`` is given; BatchNorm uses its running
             statistics (see the module docstring). Not modified.
         directions: (1, P) or (P,) for a 1-D slice, (2, P) for a 2-D surface.
-        x, y: the data the loss is averaged over.
+        data: ``(inputs, targets)`` or an iterable of them, the data the loss is averaged over
+            (:mod:`analysis_lib.training.problem`).
         alphas: (A,) coefficients of d₁. betas: (B,) coefficients of d₂ (2-D only).
         centre: θ₀ (P,); default the model's parameters.
         chunk: grid points per call of :func:`evaluate_params` (default: as many as fit in
             64 MB, which bounds the (chunk, P) buffer of points).
-        evaluate_kwargs: passed to :func:`evaluate_params`.
+        loss_fn: ``loss_fn(outputs, targets)`` -> mean loss of a batch (default cross-entropy).
+        evaluate_kwargs: passed to :func:`evaluate_params` (``metrics``, ``metric_fns``, ...).
 
     Returns:
-        Tidy frame ``alpha, beta, metric, value`` (metric ``loss`` and ``acc``, or what
+        Tidy frame ``alpha, beta, metric, value`` (metric ``loss``, and ``acc`` for a
+        cross-entropy, or what
         ``metrics`` in ``evaluate_kwargs`` asks for; β = 0 in 1-D), α-major (every β of the first
         α first).
     """
@@ -70,7 +75,7 @@ def loss_surface(model: nn.Module, directions: torch.Tensor, x: torch.Tensor, y:
     results = []
     for lo in range(0, len(coeffs), chunk):
         c = coeffs[lo:lo + chunk, :len(D)].to(theta.dtype)  # (c, k)
-        results.append(evaluate_params(model, theta + c @ D, x, y, **evaluate_kwargs))
+        results.append(evaluate_params(model, theta + c @ D, data, loss_fn, **evaluate_kwargs))
     alpha, beta = coeffs[:, 0].numpy(), coeffs[:, 1].numpy()
     frames = [pd.DataFrame({"alpha": alpha, "beta": beta, "metric": m,
                             "value": torch.cat([r[m] for r in results]).cpu().numpy()})
@@ -78,7 +83,7 @@ def loss_surface(model: nn.Module, directions: torch.Tensor, x: torch.Tensor, y:
     return pd.concat(frames, ignore_index=True)
 
 
-def surface_table(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], *,
+def surface_table(model: nn.Module, splits: Mapping[str, object], *, loss_fn=F.cross_entropy,
                   seeds, dims: int = 1, radius: float = 1.0, steps: int = 21,
                   normalization: str = "filter", bias: str = "zero", run_id: str = "",
                   **evaluate_kwargs) -> pd.DataFrame:
@@ -86,7 +91,9 @@ def surface_table(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.
 
     Args:
         model: the centre θ₀ (not modified).
-        splits: ``{"train": (x, y), "test": (x, y)}``, the data of each surface.
+        splits: ``{"train": data, "test": data}``, the data of each surface (each an
+            ``(inputs, targets)`` pair or an iterable of them).
+        loss_fn: the loss (default cross-entropy; see :func:`loss_surface`).
         seeds: direction seeds; each gives d₁ (and d₂) by :func:`directions.random_directions`.
         dims: 1 (slices along d₁) or 2 (planes spanned by d₁, d₂).
         radius, steps: coefficients ``linspace(-radius, radius, steps)`` on each axis.
@@ -102,8 +109,9 @@ def surface_table(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.
     frames = []
     for seed in seeds:
         D = random_directions(model, seed, dims, normalization=normalization, bias=bias)
-        for split, (x, y) in splits.items():
-            surface = loss_surface(model, D, x, y, grid, grid if dims == 2 else None, **evaluate_kwargs)
+        for split, data in splits.items():
+            surface = loss_surface(model, D, data, grid, grid if dims == 2 else None, loss_fn=loss_fn,
+                                   **evaluate_kwargs)
             frames.append(surface.assign(run_id=run_id, direction_seed=int(seed), split=split))
     return pd.concat(frames, ignore_index=True)[SURFACE_COLUMNS]
 
@@ -141,14 +149,14 @@ def run_surfaces(result, run_ids=None, *, seeds, normalizations=("filter",),
         if state is None:
             continue
         config = result.configs[rid]
-        data = config.dataset()
-        data_splits = {s: (data.x_train, data.y_train) if s == "train" else (data.x_test, data.y_test)
-                       for s in splits}
+        problem = config.problem()
+        data_splits = {s: problem.splits[s] for s in splits}
         model = config.build_model(state).eval()
         labels = {**dict(config.conditions), "seed": config.seed}
         for norm in normalizations:
             r = radius[norm] if isinstance(radius, Mapping) else radius
-            table = surface_table(model, data_splits, seeds=seeds, dims=dims, radius=r, steps=steps,
+            table = surface_table(model, data_splits, loss_fn=problem.loss_fn, seeds=seeds, dims=dims, radius=r,
+                                  steps=steps, metric_fns=problem.metrics,
                                   normalization=norm, bias=bias, run_id=rid, **evaluate_kwargs)
             frames.append(table.assign(**labels, normalization=norm))
     if not frames:

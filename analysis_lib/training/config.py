@@ -238,6 +238,15 @@ class RunConfig(RunConfigBase):
 
         return load_dataset(self.data).to("cpu", getattr(torch, self.train.dtype))
 
+    def problem(self):
+        """The run's loss (cross-entropy) and train / test splits, a :class:`~analysis_lib.training.problem.Problem`."""
+        import torch.nn.functional as F
+
+        from .problem import Problem
+
+        d = self.dataset()
+        return Problem(F.cross_entropy, {"train": (d.x_train, d.y_train), "test": (d.x_test, d.y_test)})
+
 
 def check_run_fields(config) -> None:
     """Validate the ``seed`` of a run config and store its ``conditions`` as a tuple of pairs."""

@@ -42,3 +42,81 @@ def masked_sequence_loss(logits: torch.Tensor, targets: tuple[torch.Tensor, torc
     """
     tokens, mask = targets
     return sequence_losses(logits, tokens, mask, "mean").mean()
+
+
+# -- losses a curvature operator can reason about ----------------------------------------------
+
+
+class CrossEntropy:
+    """Mean cross-entropy with the class axis last, over any leading axes, skipping ``ignore_index``.
+
+    ``CrossEntropy()(logits (B, T, V), tokens (B, T))`` is the token-level loss of a language
+    model: the mean over every target that is not ``ignore_index``. (``F.cross_entropy`` takes
+    the class axis at position 1 instead, which for (B, T, V) logits is the time axis.) Its
+    output Hessian is known, so it has a Gauss–Newton matrix, and its accuracy is defined.
+
+    Args:
+        ignore_index: target value that does not count (as in ``F.cross_entropy``).
+        class_axis: axis of the classes in the outputs (-1: last; 1: ``F.cross_entropy``'s).
+    """
+
+    def __init__(self, ignore_index: int = -100, class_axis: int = -1):
+        self.ignore_index, self.class_axis = int(ignore_index), int(class_axis)
+        self.__name__ = f"CrossEntropy(ignore_index={self.ignore_index}, class_axis={self.class_axis})"
+
+    def _flat(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = outputs.movedim(self.class_axis, -1)
+        if targets.is_floating_point():  # class probabilities, shaped like the outputs
+            probs = targets.movedim(self.class_axis, -1)
+            return logits.reshape(-1, logits.shape[-1]), probs.reshape(-1, logits.shape[-1])
+        if tuple(targets.shape) != tuple(logits.shape[:-1]):
+            raise ValueError(f"invalid targets of shape {tuple(targets.shape)} for outputs of shape "
+                             f"{tuple(outputs.shape)} with class axis {self.class_axis}: class-index "
+                             f"targets must have shape {tuple(logits.shape[:-1])}")
+        return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean loss over the targets that count."""
+        logits, flat = self._flat(outputs, targets)
+        return F.cross_entropy(logits, flat, ignore_index=self.ignore_index)
+
+    def count(self, targets: torch.Tensor) -> int:
+        """How many targets count towards the mean (the weight of this batch among others)."""
+        if targets.is_floating_point():
+            return targets.numel() // targets.shape[self.class_axis]
+        return int((targets != self.ignore_index).sum())
+
+    def accuracy(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Fraction of the counted targets whose class has the largest logit."""
+        logits, flat = self._flat(outputs, targets)
+        if flat.is_floating_point():
+            flat = flat.argmax(-1)
+        keep = flat != self.ignore_index
+        return ((logits.argmax(-1) == flat) & keep).sum(dtype=torch.float64) / keep.sum().clamp_min(1)
+
+
+class MSE:
+    """Mean squared error over every element; outputs and targets must have the same shape.
+
+    ``F.mse_loss`` broadcasts (N, 1) outputs against (N,) targets into an (N, N) difference with
+    only a warning; this loss refuses mismatched shapes instead.
+    """
+
+    __name__ = "MSE"
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean of (outputs − targets)² over all elements."""
+        check_same_shape(outputs, targets)
+        return F.mse_loss(outputs, targets)
+
+    def count(self, targets: torch.Tensor) -> int:
+        """Number of target elements."""
+        return targets.numel()
+
+
+def check_same_shape(outputs: torch.Tensor, targets: torch.Tensor) -> None:
+    """Refuse a squared error between tensors of different shapes (torch would broadcast them)."""
+    if tuple(outputs.shape) != tuple(targets.shape):
+        raise ValueError(f"invalid targets of shape {tuple(targets.shape)} for outputs of shape "
+                         f"{tuple(outputs.shape)}: a squared-error loss needs equal shapes (reshape the "
+                         "targets, e.g. y[:, None] for one output)")

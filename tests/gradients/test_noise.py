@@ -61,6 +61,7 @@ def probed(model, batch_loss):
     got: dict = {}
     for layer, metric, value in probe.statistics():
         got.setdefault(layer, {})[metric] = value
+    probe.coverage = got["model"].pop("grad_noise_coverage")
     return got, probe
 
 
@@ -112,9 +113,41 @@ def test_dilated_conv_matches_and_grouped_conv_is_skipped():
     x, y = torch.randn(7, 2, 11, generator=gen, dtype=torch.float64), torch.arange(7) % 3
     got, probe = probed(model, lambda: F.cross_entropy(model(x), y))
     assert probe.skipped == ["grouped"]
+    grouped = sum(p.numel() for p in model.grouped.parameters())
+    assert probe.coverage == pytest.approx(1 - grouped / sum(p.numel() for p in model.parameters()))
     model.zero_grad(set_to_none=True)
     layers = {"conv": model.conv, "out": model.out}
     expected = brute_force(model, lambda: (F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]) for i in range(7)), layers)
+    assert_matches(got, expected)
+
+
+class ImageCNN(nn.Module):
+    """A strided, padded, dilated Conv2d, a plain Conv2d, a LayerNorm (not covered) and a Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            self.conv1 = nn.Conv2d(2, 3, kernel_size=(3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+            self.conv2 = nn.Conv2d(3, 4, kernel_size=2)
+            self.norm = nn.LayerNorm(4)
+            self.out = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 2, 6, 5) -> (B, 3)
+        h = torch.tanh(self.conv2(torch.tanh(self.conv1(x))))  # (B, 4, 2, 4)
+        return self.out(self.norm(h.mean(dim=(2, 3))))
+
+
+def test_conv2d_is_measured_and_what_is_not_covered_is_listed():
+    model = ImageCNN().double()
+    gen = torch.Generator().manual_seed(5)
+    x, y = torch.randn(6, 2, 6, 5, generator=gen, dtype=torch.float64), torch.arange(6) % 3
+    got, probe = probed(model, lambda: F.cross_entropy(model(x), y))
+    assert probe.skipped == ["norm"]
+    assert probe.coverage == pytest.approx(1 - 8 / sum(p.numel() for p in model.parameters()))
+    model.zero_grad(set_to_none=True)
+    layers = {"conv1": model.conv1, "conv2": model.conv2, "out": model.out}
+    expected = brute_force(model, lambda: (F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]) for i in range(6)), layers)
     assert_matches(got, expected)
 
 
@@ -163,7 +196,7 @@ def test_probe_leaves_gradients_and_hooks_as_they_were():
     assert all(not m._forward_hooks for m in model.modules())
     with torch.no_grad():  # forward passes outside the probe's context record nothing
         model(x)
-    assert len(probe.statistics()) == 3 * len(METRICS) + len(METRICS)  # conv1, conv2, out + model
+    assert len(probe.statistics()) == 3 * len(METRICS) + len(METRICS) + 1  # conv1, conv2, out + model, coverage
 
 
 @pytest.mark.parametrize("overrides", [

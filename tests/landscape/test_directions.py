@@ -106,7 +106,7 @@ def test_filter_normalisation_is_invariant_to_an_equivalent_rescaling():
     for norm in ("filter", "none"):
         for key, net in (("original", model), ("scaled", scaled)):
             D = random_directions(net, seed=3, normalization=norm)
-            values[norm, key] = loss_surface(net, D, x, y, grid)["value"].to_numpy()
+            values[norm, key] = loss_surface(net, D, (x, y), grid)["value"].to_numpy()
     np.testing.assert_allclose(values["filter", "original"], values["filter", "scaled"], rtol=1e-10)
     assert np.abs(values["none", "original"] - values["none", "scaled"]).max() > 1e-3
 

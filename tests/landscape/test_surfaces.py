@@ -39,7 +39,7 @@ def test_surface_matches_loop_at_the_same_grid_points(name):
     theta = flat_parameters(model)
     D = random_directions(model, seed=5, k=2)
     alphas, betas = [-0.5, 0.0, 0.25], [-1.0, -0.2, 0.0, 0.6]  # different lengths: a transpose fails
-    surface = loss_surface(model, D, x, y, alphas, betas)
+    surface = loss_surface(model, D, (x, y), alphas, betas)
     loss = surface[surface["metric"] == "loss"]
     assert len(loss) == 12
     for row in loss.itertuples():
@@ -53,7 +53,7 @@ def test_grid_orientation_with_a_closed_form_loss():
     d1 = torch.tensor([0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
     d2 = torch.tensor([2.0, 0.0, 0.0, 0.0], dtype=torch.float64)
     grid = np.linspace(-1, 1, 5)
-    surface = loss_surface(model, torch.stack([d1, d2]), x, y, grid, grid * 0.73)  # no ties z0 = z1
+    surface = loss_surface(model, torch.stack([d1, d2]), (x, y), grid, grid * 0.73)  # no ties z0 = z1
     for row in surface.itertuples():
         margin = 0.5 + row.alpha - 0.3 - 2 * row.beta  # z1 - z0
         expected = math.log1p(math.exp(margin)) if row.metric == "loss" else float(margin < 0)
@@ -75,7 +75,7 @@ def test_surface_table_schema_and_axes_of_2d_surfaces():
 def test_a_2d_surface_needs_betas():
     model, x, y = landscape_problem("mlp-batchnorm")
     with pytest.raises(ValueError, match="betas"):
-        loss_surface(model, random_directions(model, 0, k=2), x, y, [0.0])
+        loss_surface(model, random_directions(model, 0, k=2), (x, y), [0.0])
 
 
 def test_contour_maps_put_alpha_on_x_and_beta_on_y():
@@ -83,7 +83,7 @@ def test_contour_maps_put_alpha_on_x_and_beta_on_y():
 
     model, x, y = _linear_model()
     D = torch.tensor([[0.0, 0.0, 1.0, 0.0], [2.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
-    surface = loss_surface(model, D, x, y, np.linspace(-1, 1, 5), np.linspace(-0.5, 0.5, 3))
+    surface = loss_surface(model, D, (x, y), np.linspace(-1, 1, 5), np.linspace(-0.5, 0.5, 3))
     alphas, betas, z = _grid(surface[surface["metric"] == "loss"])
     assert z.shape == (3, 5)  # rows: beta, columns: alpha
     expected = np.log1p(np.exp(0.2 + alphas[None, :] - 2 * betas[:, None]))
