@@ -10,6 +10,7 @@ Subject packages (``docs/architecture.md`` maps the data flow onto them):
 - ``gradients``, ``weights``, ``curvature``, ``landscape``, ``trajectories``: quantities, as pure
   functions and probe objects;
 - ``lm``: the tiny transformer and its addition task;
+- ``custom``: your own model, data and loss, registered by name and run like a built-in family;
 - ``runs``: the run store, grids, executors, sweeps, provenance;
 - ``stats``: comparisons, effects, reductions, verdict rules;
 - ``plots``: figures by subject; ``report``: rendering and publishing;
@@ -41,10 +42,14 @@ _API: dict[str, list[str]] = {
     "analysis_lib.training.loop": ["Phase", "TrainResult", "train_phases"],
     "analysis_lib.training.objective": ["Objective", "Classification"],
     "analysis_lib.training.probe": ["Probe", "ProbeContext", "register", "probe_names"],
-    "analysis_lib.training.losses": ["sequence_losses"],
+    "analysis_lib.training.losses": ["sequence_losses", "CrossEntropy", "MSE"],
+    "analysis_lib.training.problem": ["Problem", "loss_spec"],
     # the tiny transformer
     "analysis_lib.lm.config": ["LMRunConfig", "TaskConfig", "TransformerConfig"],
     "analysis_lib.lm.training": ["build_lm", "train_lm"],
+    # your own model, data and loss
+    "analysis_lib.custom.registry": ["register_model", "register_dataset", "register_loss"],
+    "analysis_lib.custom.config": ["CustomRunConfig"],
     # gradients
     "analysis_lib.gradients.norms": ["layer_gradient_norms"],
     "analysis_lib.gradients.noise": ["GradientNoiseProbe", "noise_statistics", "noise_profile"],
@@ -60,16 +65,17 @@ _API: dict[str, list[str]] = {
     "analysis_lib.curvature.lanczos": ["top_eigenpairs", "NotConvergedError"],
     "analysis_lib.curvature.trace": ["hutchinson", "hutchpp", "exact_trace", "layer_traces"],
     "analysis_lib.curvature.diagonal": ["hessian_diagonal"],
-    "analysis_lib.curvature.density": ["slq_nodes", "density_curve", "spectrum_criteria"],
+    "analysis_lib.curvature.density": ["slq_nodes", "density_curve", "spectrum_criteria", "negative_mass"],
     "analysis_lib.curvature.spectrum": ["spectrum_table", "count_outliers", "spectrum_summary", "density_table"],
     "analysis_lib.curvature.subspace": ["gradient_overlap", "subspace_overlap"],
     # landscapes
-    "analysis_lib.landscape.evaluate": ["evaluate_params", "flat_parameters"],
+    "analysis_lib.landscape.evaluate": ["evaluate_params", "flat_parameters", "metric_functions"],
     "analysis_lib.landscape.directions": ["random_directions", "normalize_direction", "hessian_directions",
                                           "equivalent_rescaling"],
     "analysis_lib.landscape.surfaces": ["loss_surface", "surface_table", "run_surfaces"],
     "analysis_lib.landscape.slices": ["slice_summaries"],
-    "analysis_lib.landscape.interpolation": ["interpolation_curve", "interpolation_barriers", "barrier"],
+    "analysis_lib.landscape.interpolation": ["interpolation_curve", "interpolation_barriers", "barrier",
+                                             "pair_interpolations"],
     # trajectories
     "analysis_lib.trajectories.pca": ["trajectory_pca", "explained_variance_table", "random_walk_ratios"],
     "analysis_lib.trajectories.distances": ["trajectory_distances", "pair_distances"],

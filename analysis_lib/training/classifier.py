@@ -50,14 +50,25 @@ def train_classifier(config: RunConfig, dataset: Dataset | None = None) -> Train
     device, dtype = torch.device(tc.device), getattr(torch, tc.dtype)
     data = (dataset or load_dataset(config.data)).to(device, dtype)
     model = build_model(config.model, data.n_features, data.n_classes, config.seed).to(device, dtype)
+    return train_one_phase(config, model, Classification(data), len(data.y_train))
+
+
+def train_one_phase(config, model: nn.Module, objective, n_train: int) -> TrainResult:
+    """Train ``model`` on ``objective`` for ``config.train.steps`` updates: the one phase of a single-stage run.
+
+    Shared by every family trained in one stage (MLP / CNN, your own model): ``train.optimizer``
+    with linear warm-up over ``train.warmup_steps``, mini-batches of ``train.batch_size`` of the
+    ``n_train`` training samples (0: full batch) in an order drawn from the seed's own stream,
+    the probes of ``config.probes``, and the butterfly perturbation of ``train.perturb_*``.
+    """
+    tc = config.train
     model.train()
-    objective = Classification(data)
     phase = Phase(
         "train", tc.steps,
         optimizer=lambda m: make_optimizer(m, tc.optimizer, tc.lr, momentum=tc.momentum,
                                            weight_decay=tc.weight_decay),
         lr_at=warmup_cosine(tc.lr, tc.warmup_steps, tc.steps),
-        batches=batches(len(data.y_train), tc.batch_size, order_seed(config.seed), device),
+        batches=batches(n_train, tc.batch_size, order_seed(config.seed), torch.device(tc.device)),
         probe_steps=set(probe_steps(config.probes, tc.steps)) - {0})
     probes = build_probes(config.probes, objective.capabilities)
     return train_phases(model, objective, [phase], probes, interventions=perturbation(tc))

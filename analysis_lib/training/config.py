@@ -273,6 +273,8 @@ def run_identity(config) -> dict:
 
 
 def _section_identity(section) -> dict:
+    if hasattr(section, "identity"):  # a section that says what of it a run id hashes
+        return section.identity()
     out = dataclasses.asdict(section)
     defaults = {f.name: f.default for f in dataclasses.fields(section)}
     for name in getattr(section, "LATE_FIELDS", ()):
@@ -283,9 +285,12 @@ def _section_identity(section) -> dict:
 
 def _sections(cls: type) -> dict[str, Any]:
     """Section name -> default section of a run-config class (its dataclass-valued fields)."""
-    default = cls()
-    return {f.name: getattr(default, f.name) for f in dataclasses.fields(cls)
-            if dataclasses.is_dataclass(getattr(default, f.name))}
+    out = {}
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            out[f.name] = default
+    return out
 
 
 def config_from_dict(spec: Mapping[str, Any], cls: type = RunConfig):
@@ -315,6 +320,8 @@ def config_from_dict(spec: Mapping[str, Any], cls: type = RunConfig):
 
 
 def _section(name: str, values: Mapping[str, Any], default):
+    if hasattr(default, "with_values"):  # a section that checks its own keys (a registered component)
+        return default.with_values(name, values)
     known = {f.name for f in dataclasses.fields(default)}
     for key in values:
         if key not in known:
@@ -325,12 +332,17 @@ def _section(name: str, values: Mapping[str, Any], default):
 def with_overrides(config, overrides: Mapping[str, Any]):
     """Return ``config`` (of any run-config class) with dotted-key overrides applied.
 
-    E.g. ``{"train.lr": 0.1, "seed": 3}``; the result is validated like a new config.
+    E.g. ``{"train.lr": 0.1, "seed": 3}``; the result is validated like a new config. A section
+    naming a registered component (``model.name`` of :class:`~analysis_lib.custom.config.CustomRunConfig`)
+    starts from the new component's defaults when its name is overridden.
     """
     sections = _sections(type(config))
-    spec = {k: dataclasses.asdict(getattr(config, k)) for k in sections}
+    spec = {k: _section_spec(getattr(config, k)) for k in sections}
     spec["seed"] = config.seed
     spec["conditions"] = dict(config.conditions)
+    renamed = {key.partition(".")[0] for key in overrides if key.endswith(".name")}
+    for section in renamed & {k for k in sections if hasattr(getattr(config, k), "spec")}:
+        spec[section] = {}
     for key, value in overrides.items():
         section, _, name = key.partition(".")
         if not name and section == "seed":
@@ -343,10 +355,17 @@ def with_overrides(config, overrides: Mapping[str, Any]):
     return config_from_dict(spec, type(config))
 
 
+def _section_spec(section) -> dict:
+    return section.spec() if hasattr(section, "spec") else dataclasses.asdict(section)
+
+
 def lookup(config, key: str) -> Any:
     """The value of a dotted config key, e.g. ``lookup(config, "train.lr")``."""
     section, _, name = key.partition(".")
     try:
-        return getattr(getattr(config, section), name) if name else getattr(config, section)
-    except AttributeError:
+        value = getattr(config, section)
+        if name and hasattr(value, "spec"):
+            return value.spec()[name]
+        return getattr(value, name) if name else value
+    except (AttributeError, KeyError):
         fail("key", key, f"not a parameter of {type(config).__name__}")
