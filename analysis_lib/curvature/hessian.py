@@ -11,7 +11,9 @@ second construction).
 Hessian-vector products use double backward through a cached gradient graph: the gradient of
 each chunk is built once with ``create_graph=True``; every product is then one extra backward
 pass (Pearlmutter 1994). BatchNorm layers are evaluated in eval mode unless ``train_mode=True``
-(recorded in :attr:`HessianOperator.description`).
+(recorded in :attr:`HessianOperator.description`). Attention runs on PyTorch's math kernel of
+``scaled_dot_product_attention`` (the fused CPU and GPU kernels have no second derivative), and an
+operation without one is refused with a ``ValueError`` naming it.
 
 Loss and data: ``loss_fn`` and ``data`` as :mod:`analysis_lib.training.problem` describes them
 (any loss returning the mean over a batch; one ``(inputs, targets)`` tuple or an iterable of
@@ -33,6 +35,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 from torch.func import jvp, vjp
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..training.problem import LossFn, as_batches, call_model, loss_spec, n_samples
 
@@ -102,7 +105,10 @@ class HessianOperator:
         self.model.train(self.train_mode)
         try:
             buffers = {n: b.clone() for n, b in self.buffers.items()}  # train-mode BN writes here
-            return call_model(self.model, inputs, {**self.fixed, **block, **buffers})
+            # Fused attention kernels (flash, memory-efficient) have no second derivative: the math
+            # kernel computes the same attention and supports double backward and forward mode.
+            with sdpa_kernel(SDPBackend.MATH):
+                return call_model(self.model, inputs, {**self.fixed, **block, **buffers})
         finally:
             self.model.train(was_training)
 
@@ -113,11 +119,12 @@ class HessianOperator:
         parts = torch.split(v.to(self.dtype), self.sizes)
         return [p.reshape(s) for p, s in zip(parts, self.shapes)]
 
-    def _gradient_graphs(self) -> list[tuple[torch.Tensor, ...]]:
+    def _gradient_graphs(self) -> list[tuple[torch.Tensor | None, ...]]:
         """Per batch, the gradient of its weighted loss with its graph kept for double backward.
 
-        Built into a local list and kept only once complete: an interrupted or failing first
-        product leaves no partial cache behind.
+        None for a parameter the batch's forward pass does not use (its rows of H are 0). Built
+        into a local list and kept only once complete: an interrupted or failing first product
+        leaves no partial cache behind.
         """
         if self._graphs is None:
             params = [self.block[n] for n in self.names]
@@ -125,8 +132,7 @@ class HessianOperator:
             for b in self.batches:
                 loss = self.spec(self._outputs(self.block, b.inputs), b.targets) * b.weight
                 graphs.append(torch.autograd.grad(loss, params, create_graph=True, allow_unused=True))
-            self._graphs = [tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads, params))
-                            for grads in graphs]
+            self._graphs = graphs
         return self._graphs
 
     # -- public ---------------------------------------------------------------------------
@@ -138,7 +144,8 @@ class HessianOperator:
 
     def gradient(self) -> torch.Tensor:
         """Flat float64 gradient of the mean loss, shape (dim,)."""
-        return sum(self._flat([g.detach() for g in grads]) for grads in self._gradient_graphs())
+        return sum(self._flat([torch.zeros_like(p) if g is None else g.detach()
+                               for g, p in zip(grads, self.block.values())]) for grads in self._gradient_graphs())
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """``H v`` (or ``G v``) for a flat vector of shape (dim,), returned in float64."""
@@ -150,12 +157,35 @@ class HessianOperator:
             params, vs = [self.block[n] for n in self.names], self._unflat(v)
             out = torch.zeros(self.dim, dtype=torch.float64, device=v.device)
             for grads in self._gradient_graphs():
-                dot = sum((g * u).sum() for g, u in zip(grads, vs))
-                if dot.requires_grad:  # a batch whose loss does not depend on the block adds nothing
-                    out += self._flat(torch.autograd.grad(dot, params, retain_graph=True, allow_unused=True,
-                                                          materialize_grads=True))
+                used = [i for i, g in enumerate(grads) if g is not None]
+                if not used:  # the batch's loss does not depend on the block
+                    continue
+                dot = sum((grads[i] * vs[i]).sum() for i in used)
+                hv = self._second_backward(dot, [params[i] for i in used], [self.names[i] for i in used])
+                parts = [torch.zeros_like(p) for p in params]
+                for i, h in zip(used, hv):
+                    parts[i] = h
+                out += self._flat(parts)
         self.n_matvecs += 1
         return out
+
+    @staticmethod
+    def _second_backward(dot: torch.Tensor, params: list, names: list[str]) -> tuple[torch.Tensor, ...]:
+        """∂(gᵀv)/∂θ for the parameters the batch uses; a gradient cut off from them is refused.
+
+        A parameter used in the forward pass whose gradient autograd cannot differentiate again
+        (an operation marked once-differentiable, a custom backward, a detach) would otherwise
+        give rows of zeros that look like a flat direction.
+        """
+        try:
+            return _second_order(lambda: torch.autograd.grad(dot, params, retain_graph=True))
+        except RuntimeError as err:
+            if "does not require grad" not in str(err) and "not have been used" not in str(err):
+                raise
+            raise ValueError(f"invalid argument model: the gradient of {names} cannot be differentiated "
+                             "again through autograd's graph (an operation without a second derivative, a "
+                             "custom backward or a detach in the forward pass), or the loss is linear in "
+                             "these parameters; its Hessian would be reported as 0") from err
 
     def _ggn_matvec(self, v: torch.Tensor) -> torch.Tensor:
         """G v = Σ_b w_b J_bᵀ H_z(b) J_b v, H_z the loss's Hessian in output space."""
@@ -163,7 +193,7 @@ class HessianOperator:
         out = torch.zeros(self.dim, dtype=torch.float64, device=v.device)
         for b in self.batches:
             f = lambda *ps: self._outputs(dict(zip(self.names, ps)), b.inputs)  # noqa: E731
-            outputs, jv = jvp(f, primals, tangents)
+            outputs, jv = _second_order(lambda: jvp(f, primals, tangents))
             hjv = self.spec.output_hessian_vector(outputs.detach(), b.targets, jv) * b.weight
             _, pullback = vjp(f, *primals)
             out += self._flat(pullback(hjv.to(outputs.dtype)))
@@ -178,6 +208,18 @@ class HessianOperator:
         eye = torch.eye(self.dim, dtype=torch.float64, device=self.device)
         H = self.matmat(eye)
         return (H + H.T) / 2  # symmetric up to round-off
+
+
+def _second_order(compute: Callable):
+    """Run a second-order autograd computation; an operation without one is refused by name."""
+    try:
+        return compute()
+    except RuntimeError as err:
+        if not any(s in str(err) for s in ("not implemented", "does not support", "differentiate twice")):
+            raise
+        raise ValueError(f"invalid argument model: an operation in its forward pass has no second derivative "
+                         f"in PyTorch, so Hessian-vector products cannot be taken ({err}); use kind='ggn' where "
+                         "the loss allows it, or replace the operation") from err
 
 
 def default_tolerance(dtype: torch.dtype) -> float:

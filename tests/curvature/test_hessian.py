@@ -154,3 +154,59 @@ def test_tuple_and_dict_inputs_in_chunks_match_the_dense_hessian(packing):
     assert names == ["inner", "outer", "scale"]
     torch.testing.assert_close(op.dense(), expected, rtol=1e-10, atol=1e-12)
     assert op.loss() == pytest.approx(loss(flat).item(), rel=1e-12)
+
+
+class _Attention(nn.Module):
+    """Multi-head self-attention over (B, T, D) through F.scaled_dot_product_attention (4-D: the fused kernel)."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.qkv, self.out = nn.Linear(4, 12), nn.Linear(4, 3)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).view(x.shape[0], x.shape[1], 3, 2, 2).permute(2, 0, 3, 1, 4)
+        h = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, heads, T, 2)
+        return self.out(h.transpose(1, 2).reshape(x.shape[0], x.shape[1], 4)).mean(dim=1)
+
+
+def test_attention_through_the_fused_kernel_has_a_hessian():
+    """The fused CPU attention kernel has no second derivative; the operator switches to the math kernel."""
+    model = _Attention().double()
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(5, 6, 4, generator=gen, dtype=torch.float64), torch.arange(5) % 3
+    q = torch.randn(1, 2, 6, 2, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(F.scaled_dot_product_attention(q, q, q).sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match="not implemented"):  # what a plain double backward does
+        torch.autograd.grad(g.sum(), q)
+    H = HessianOperator(model, F.cross_entropy, (x, y)).dense()
+    torch.testing.assert_close(H, fd_hessian(model, cross_entropy, x, y), rtol=1e-5, atol=1e-7)
+
+
+class _OnceDifferentiable(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * 3 * x**2
+
+
+def test_an_operation_without_a_second_derivative_is_refused_by_name():
+    class Cubed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return _OnceDifferentiable.apply(self.fc(x))
+
+    x, y = torch.randn(4, 3), torch.arange(4) % 2
+    op = HessianOperator(Cubed(), F.cross_entropy, (x, y))
+    with pytest.raises(ValueError, match=r"fc\.weight.*cannot be differentiated again"):  # not rows of zeros
+        op.matvec(torch.ones(op.dim, dtype=torch.float64))
