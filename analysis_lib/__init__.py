@@ -48,8 +48,9 @@ _API: dict[str, list[str]] = {
     "analysis_lib.lm.config": ["LMRunConfig", "TaskConfig", "TransformerConfig"],
     "analysis_lib.lm.training": ["build_lm", "train_lm"],
     # your own model, data and loss
-    "analysis_lib.custom.registry": ["register_model", "register_dataset", "register_loss"],
+    "analysis_lib.custom.registry": ["register_model", "register_dataset", "register_loss", "registered_table"],
     "analysis_lib.custom.config": ["CustomRunConfig"],
+    "analysis_lib.custom.modules": ["load_module"],
     # gradients
     "analysis_lib.gradients.norms": ["layer_gradient_norms"],
     "analysis_lib.gradients.noise": ["GradientNoiseProbe", "noise_statistics", "noise_profile"],
@@ -68,6 +69,7 @@ _API: dict[str, list[str]] = {
     "analysis_lib.curvature.density": ["slq_nodes", "density_curve", "spectrum_criteria", "negative_mass"],
     "analysis_lib.curvature.spectrum": ["spectrum_table", "count_outliers", "spectrum_summary", "density_table"],
     "analysis_lib.curvature.subspace": ["gradient_overlap", "subspace_overlap"],
+    "analysis_lib.curvature.final": ["run_curvature"],
     # landscapes
     "analysis_lib.landscape.evaluate": ["evaluate_params", "flat_parameters", "metric_functions"],
     "analysis_lib.landscape.directions": ["random_directions", "normalize_direction", "hessian_directions",

@@ -25,6 +25,10 @@ STUDIES = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
 
 # What each study must write besides summary.json and verdict.csv.
 EXPECTED = {
+    "00-your-own-model": {
+        "figures": ["sharpness", "train_loss", "grad_norm", "hover_ratio", "slices", "lm_accuracy", "lm_grad_norm"],
+        "tables": [],
+    },
     "01-layer-dynamics": {
         "figures": ["grad_norm_over_training", "update_ratio_over_training", "rotation_over_training",
                     "layer_profile_mlp", "layer_profile_cnn", "optimizer_effects", "update_ratio_spread",
@@ -131,6 +135,10 @@ def test_same_study_twice_gives_identical_numbers(smoke_outputs, tmp_path, _isol
 
 
 BAD_PARAMETERS = [
+    ("00-your-own-model", {"learning_rates": [0.1, -0.2]}, "learning_rates"),
+    ("00-your-own-model", {"regression": {"model": {"name": "student", "widht": 8},
+                                          "data": {"name": "teacher_student"}}}, "model.widht"),
+    ("00-your-own-model", {"user_module": "missing.py"}, "user_module"),
     ("01-layer-dynamics", {"train": {"batch_size": 100, "steps": 40, "lr": -0.1}}, "train.lr"),
     ("01-layer-dynamics", {"arms": {**_smoke("01-layer-dynamics")["arms"],
                                     "main-sgd-mlp": {"train.optimizer": ["lion"]}}}, "train.optimizer"),

@@ -155,6 +155,26 @@ def registered(kind: str) -> list[str]:
     return sorted(_REGISTRY[kind])
 
 
+def registered_table(names: dict[str, list[str]] | None = None):
+    """A table of registered components: ``kind, name, version, defined_in, parameters``.
+
+    Args:
+        names: ``{kind: [name, ...]}`` to list (default: every registered component).
+    """
+    import pandas as pd
+
+    rows = []
+    for kind in KINDS:
+        for name in names.get(kind, []) if names is not None else registered(kind):
+            c = lookup(kind, name, f"{kind} name")
+            where = getattr(c.fn, "__module__", None) or type(c.fn).__module__
+            params = ", ".join(f"{k}={v!r}" if v is not inspect.Parameter.empty else k for k, v in c.defaults.items())
+            rows.append({"kind": kind, "name": name, "version": c.version,
+                         "defined_in": f"{where}.{getattr(c.fn, '__qualname__', type(c.fn).__name__)}",
+                         "parameters": params})
+    return pd.DataFrame(rows, columns=["kind", "name", "version", "defined_in", "parameters"])
+
+
 def lookup(kind: str, name: Any, where: str) -> Component:
     """The component registered under ``name``; ``where`` names the parameter in the error."""
     if name not in _REGISTRY[kind]:
