@@ -168,3 +168,37 @@ def test_a_grid_of_your_own_model_runs_on_a_dask_cluster(tmp_path):
     local = run_grid(grid, store_root=str(tmp_path / "again"))
     merged = result.metrics.merge(local.metrics, on=["run_id", "step", "layer", "metric"])
     torch.testing.assert_close(torch.tensor(merged["value_x"].to_numpy()), torch.tensor(merged["value_y"].to_numpy()))
+
+
+def test_final_weight_curvature_and_slices_of_your_own_runs(tmp_path):
+    from analysis_lib.curvature.final import run_curvature
+    from analysis_lib.curvature.hessian import HessianOperator
+    from analysis_lib.landscape.surfaces import run_surfaces
+
+    config = regression(probes={"names": ["eval", "weights"], "every": 3})
+    result = run_grid([config], store_root=str(tmp_path))
+    eigen, traces = run_curvature(result, k=2)
+    rid = result.run_ids()[0]
+    model = config.build_model(result.store.load_checkpoint(rid, "final"))
+    x, y = config.splits()["train"]
+    H = HessianOperator(model, torch.nn.functional.mse_loss, (x, y)).dense()
+    top = torch.linalg.eigvalsh(H).flip(0)[:2]
+    torch.testing.assert_close(torch.tensor(eigen["eigenvalue"].to_numpy()), top, rtol=1e-6, atol=0)
+    model_trace = traces.set_index("layer").loc["model"]
+    assert model_trace["estimate"] == pytest.approx(torch.trace(H).item(), rel=1e-9)
+    slices = run_surfaces(result, seeds=[0], steps=5, splits=("train", "test"))
+    assert set(slices["metric"]) == {"loss"} and set(slices["split"]) == {"train", "test"}
+
+
+def test_load_module_finds_a_file_beside_the_notebooks_and_names_a_missing_one(tmp_path, monkeypatch):
+    from analysis_lib.custom.modules import load_module
+    from analysis_lib.custom.registry import registered_table
+
+    monkeypatch.chdir(tmp_path)  # e.g. a papermill kernel in reports/<study>/
+    module = load_module("your_model.py")
+    assert callable(module.student) and callable(module.previous_token)
+    with pytest.raises(ConfigError, match="user_module"):
+        load_module("no_such_module.py")
+    table = registered_table({"model": ["student"], "loss": ["mse"]})
+    assert table[["kind", "name", "version"]].values.tolist() == [["model", "student", "1"], ["loss", "mse", "1"]]
+    assert "width=16" in table.iloc[0]["parameters"]
