@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..training.problem import config_problem
 from .hessian import HessianOperator
 from .lanczos import top_eigenpairs
 from .trace import layer_traces
@@ -21,7 +22,7 @@ def _final_models(result, run_ids):
         if state is None:
             continue
         config = result.configs[rid]
-        problem = config.problem()
+        problem = config_problem(config)
         labels = {"run_id": rid, **dict(config.conditions), "seed": config.seed}
         yield labels, config.build_model(state).eval(), problem
 

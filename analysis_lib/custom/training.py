@@ -79,13 +79,28 @@ def custom_model(config, state_dict: Mapping | None = None) -> nn.Module:
 class CustomObjective(Objective):
     """The registered loss on the registered dataset; a batch is a tensor of training-sample indices."""
 
-    capabilities = frozenset({"evaluate", "curvature"})
-
     def __init__(self, splits: dict, loss_fn: Callable, metrics: Mapping[str, Callable], output_dim: int):
         self.splits, self.spec = splits, loss_spec(loss_fn)
         self.metrics = {**({"acc": self.spec.accuracy} if self.spec.accuracy else {}), **metrics}
         self.output_dim = output_dim
         self.inputs, self.targets = splits["train"]
+        self.capabilities = frozenset({"evaluate", "curvature", *(["sample_mean"] if self._sample_mean() else [])})
+
+    def _sample_mean(self) -> bool:
+        """Whether the loss of a batch is the mean of its samples' own losses (``grad_noise`` needs it).
+
+        True for squared errors, and for cross-entropies when every training sample counts the same
+        number of targets (no sample has more ignored targets than another); unknown losses: False.
+        """
+        if self.spec.family == "mse":
+            return True
+        if self.spec.family != "cross_entropy" or not isinstance(self.targets, torch.Tensor):
+            return False
+        t = self.targets
+        if t.is_floating_point():  # class probabilities: one target per position, none ignored
+            return True
+        counts = (t != self.spec.ignore_index).reshape(len(t), -1).sum(dim=1)
+        return bool((counts == counts[0]).all())
 
     def loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         """Mean loss of the training samples ``batch`` (indices)."""

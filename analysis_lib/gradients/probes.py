@@ -30,6 +30,7 @@ class GradNoiseProbe(Probe):
 
     name = "grad_noise"
     order = 11
+    needs = frozenset({"sample_mean"})
 
     def __init__(self, config) -> None:
         super().__init__(config)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..training.problem import config_problem
 from .directions import random_directions
 from .evaluate import evaluate_params, flat_parameters
 
@@ -149,7 +150,7 @@ def run_surfaces(result, run_ids=None, *, seeds, normalizations=("filter",),
         if state is None:
             continue
         config = result.configs[rid]
-        problem = config.problem()
+        problem = config_problem(config)
         data_splits = {s: problem.splits[s] for s in splits}
         model = config.build_model(state).eval()
         labels = {**dict(config.conditions), "seed": config.seed}

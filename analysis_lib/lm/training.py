@@ -103,7 +103,7 @@ class AdditionObjective(Objective):
     training problems written in both formats (2n sequences; all problems when n is 0).
     """
 
-    capabilities = frozenset({"evaluate", "curvature"})
+    capabilities = frozenset({"evaluate", "curvature", "sample_mean"})  # a mean of per-sequence means
     output_dim = VOCAB_SIZE
 
     def __init__(self, pool: _Pool, evals: dict):

@@ -10,7 +10,9 @@ The training loop is the same for every model family; what differs is an :class:
 - :attr:`Objective.output_dim`: classes or vocabulary size, the default subspace size of
   ``grad_overlap`` (Gur-Ari et al.: k ≈ number of classes).
 
-``capabilities`` lists which of ``"evaluate"`` and ``"curvature"`` an objective provides; probes
+``capabilities`` lists which of ``"evaluate"``, ``"curvature"`` and ``"sample_mean"`` (the loss of a
+batch is the mean over its samples of each sample's own loss, as per-sample gradient statistics
+assume) an objective provides; probes
 declare what they need (:attr:`analysis_lib.training.probe.Probe.needs`).
 """
 
@@ -52,7 +54,7 @@ class Classification(Objective):
     of the whole splits; the curvature probes use the first ``n`` training samples.
     """
 
-    capabilities = frozenset({"evaluate", "curvature"})
+    capabilities = frozenset({"evaluate", "curvature", "sample_mean"})
 
     def __init__(self, data: Dataset):
         self.data = data

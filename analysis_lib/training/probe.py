@@ -105,13 +105,17 @@ def build_probes(config, capabilities: frozenset[str] | set[str]) -> list[Probe]
     """
     from ..validation import fail
 
+    explain = {"sample_mean": "a loss that is the mean of each sample's own loss (squared error, or a "
+                              "cross-entropy counting the same number of targets in every sample)",
+               "curvature": "curvature data", "evaluate": "an evaluation"}
     _discover()
     probes = [_REGISTRY[n](config) for n in probe_names() if n in config.names]
     for probe in probes:
         missing = set(probe.needs) - set(capabilities)
         if missing:
             fail("probes.names", list(config.names),
-                 f"probe {probe.name!r} needs {sorted(missing)}, which this run's objective does not provide")
+                 f"probe {probe.name!r} needs {', '.join(explain.get(m, m) for m in sorted(missing))}, "
+                 "which this run's objective does not provide")
     return probes
 
 

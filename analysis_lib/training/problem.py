@@ -129,6 +129,9 @@ def loss_spec(loss_fn: Any) -> LossSpec:
     if isinstance(loss_fn, LossSpec):
         return loss_fn
     if not callable(loss_fn):
+        if isinstance(loss_fn, torch.Tensor):  # f(model, x, y) written for the old (x, y) arguments
+            raise ValueError(f"invalid argument loss_fn: got a tensor of shape {tuple(loss_fn.shape)}; the data is "
+                             "one argument, an (inputs, targets) pair, followed by loss_fn(outputs, targets)")
         raise ValueError(f"invalid argument loss_fn={loss_fn!r}: must be callable(outputs, targets) -> mean loss")
     name = loss_name(loss_fn)
     if isinstance(loss_fn, CrossEntropy):
@@ -253,6 +256,14 @@ def as_batches(data: Any, loss: LossSpec, *, chunk_size: int | None = None,
         raise ValueError(f"invalid argument data: no target counts towards the loss {loss.name} "
                          "(all ignored, or empty)")
     return [Batch(i, t, c / total) for i, t, c in parts if c > 0]
+
+
+def config_problem(config) -> "Problem":
+    """``config.problem()``, or a ValueError naming a run-config class that has none."""
+    if not hasattr(config, "problem"):
+        raise ValueError(f"{type(config).__name__} runs do not say their loss and data (no problem() method); "
+                         "landscape and curvature functions of stored runs need one")
+    return config.problem()
 
 
 @dataclass(frozen=True)

@@ -426,3 +426,18 @@ def test_a_batch_whose_targets_are_all_ignored_adds_nothing():
     tokens, targets = data[0]
     with_empty = [*data, (tokens, torch.full_like(targets, -100))]
     _close(HessianOperator(model, CrossEntropy(), with_empty).dense(), ref.dense_hessian(model, _token_ce(), data))
+
+
+def test_a_dataloader_is_read_once_and_weighted_like_the_concatenated_data():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(11, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(11, 2, generator=gen, dtype=torch.float64)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    loader = DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True, generator=gen)  # batches of 4, 4, 3
+    from_loader = HessianOperator(model, F.mse_loss, loader)
+    assert from_loader.description["n_batches"] == 3
+    H = from_loader.dense()
+    torch.testing.assert_close(H, from_loader.dense())  # the shuffled loader is read once, not per product
+    torch.testing.assert_close(H, HessianOperator(model, F.mse_loss, (x, y)).dense(), rtol=1e-10, atol=1e-12)

@@ -202,3 +202,11 @@ def test_load_module_finds_a_file_beside_the_notebooks_and_names_a_missing_one(t
     table = registered_table({"model": ["student"], "loss": ["mse"]})
     assert table[["kind", "name", "version"]].values.tolist() == [["model", "student", "1"], ["loss", "mse", "1"]]
     assert "width=16" in table.iloc[0]["parameters"]
+
+
+def test_grad_noise_is_refused_where_samples_count_different_numbers_of_targets(tmp_path):
+    result = run_grid([token_lm(probes={"names": ["grad_noise"], "every": 3})], store_root=str(tmp_path))
+    assert result.runs["status"].tolist() == ["failed"]
+    assert "grad_noise" in result.runs["error"][0] and "mean of each sample's own loss" in result.runs["error"][0]
+    ok = run_grid([regression(probes={"names": ["grad_noise"], "every": 3})], store_root=str(tmp_path))
+    assert ok.runs["status"].tolist() == ["finished"] and "grad_snr" in set(ok.metrics["metric"])

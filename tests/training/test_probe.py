@@ -32,7 +32,7 @@ def test_probes_run_in_order_whatever_order_they_are_named_in():
 
 
 def test_a_probe_whose_needs_the_objective_lacks_is_refused():
-    with pytest.raises(ConfigError, match=r"probe 'sharpness' needs \['curvature'\]"):
+    with pytest.raises(ConfigError, match=r"probe 'sharpness' needs curvature data"):
         build_probes(ProbeConfig(names=("sharpness",)), {"evaluate"})
 
 
