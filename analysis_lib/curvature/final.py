@@ -9,22 +9,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..training.problem import config_problem
+from ..training.problem import final_models
 from .hessian import HessianOperator
 from .lanczos import top_eigenpairs
 from .trace import layer_traces
-
-
-def _final_models(result, run_ids):
-    finished = set(result.runs.loc[result.runs["status"] != "failed", "run_id"])
-    for rid in dict.fromkeys(result.runs["run_id"] if run_ids is None else run_ids):
-        state = result.store.load_checkpoint(rid, "final") if rid in finished else None
-        if state is None:
-            continue
-        config = result.configs[rid]
-        problem = config_problem(config)
-        labels = {"run_id": rid, **dict(config.conditions), "seed": config.seed}
-        yield labels, config.build_model(state).eval(), problem
 
 
 def run_curvature(result, run_ids=None, *, k: int = 5, tol: float = 1e-6, n_matvecs: int = 60,
@@ -47,7 +35,8 @@ def run_curvature(result, run_ids=None, *, k: int = 5, tol: float = 1e-6, n_matv
         ValueError: no run has a final checkpoint.
     """
     eigen, traces = [], []
-    for labels, model, problem in _final_models(result, run_ids):
+    for rid, config, model, problem in final_models(result, run_ids):
+        labels = {"run_id": rid, **dict(config.conditions), "seed": config.seed}
         data = problem.splits[split]
         op = HessianOperator(model, problem.loss_fn, data)
         top = top_eigenpairs(op.matvec, op.dim, k=min(k, op.dim), tol=tol, device=op.device)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -24,21 +24,11 @@ from torch import nn
 from ..training.classifier import train_one_phase
 from ..training.loop import TrainResult
 from ..training.objective import Objective
-from ..training.problem import as_batches, call_model, index_samples, loss_spec, n_samples, slice_samples
+from ..training.problem import as_batches, call_model, index_samples, loss_spec, n_samples, slice_samples, to_device
 from ..training.rng import GLOBAL_RNG_LOCK
 from ..validation import fail
 
 _EVAL_CHUNK = 4096  # samples per forward pass of the evaluation
-
-
-def _cast(data: Any, device, dtype) -> Any:
-    if isinstance(data, torch.Tensor):
-        return data.to(device, dtype if data.is_floating_point() else data.dtype)
-    if isinstance(data, dict):
-        return {k: _cast(v, device, dtype) for k, v in data.items()}
-    if isinstance(data, (tuple, list)):
-        return type(data)(_cast(v, device, dtype) for v in data)
-    return data
 
 
 @functools.lru_cache(maxsize=4)
@@ -61,7 +51,7 @@ def custom_splits(config, device="cpu") -> dict:
             fail("data.name", config.data.name, f"split {split!r} has inputs and targets of different "
                                                 f"lengths {sorted(lengths)}")
     dtype = getattr(torch, config.train.dtype)
-    return {split: _cast(pair, device, dtype) for split, pair in splits.items()}
+    return {split: to_device(pair, device, dtype) for split, pair in splits.items()}
 
 
 def custom_model(config, state_dict: Mapping | None = None) -> nn.Module:

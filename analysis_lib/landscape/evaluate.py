@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..training.problem import Batch, as_batches, call_model, loss_spec, n_samples, slice_samples
+from ..training.problem import Batch, as_batches, call_model, loss_spec, n_samples, slice_samples, to_device
 
 STRATEGIES = ("auto", "inplace", "loop", "vmap")
 
@@ -101,17 +101,6 @@ def _plan(model, params, buffers, inputs, n_samples, n_points, chunk_points, mem
     fit = int(budget // (batch * per_sample + n_params))
     chunk = chunk_points or max(1, min(n_points, fit))
     return chunk, batch
-
-
-def _cast(data, device, dtype):
-    """Tensors (in tuples / dicts) moved to ``device``; floating ones cast to ``dtype``."""
-    if isinstance(data, torch.Tensor):
-        return data.to(device, dtype if data.is_floating_point() else data.dtype)
-    if isinstance(data, dict):
-        return {k: _cast(v, device, dtype) for k, v in data.items()}
-    if isinstance(data, (tuple, list)):
-        return type(data)(_cast(v, device, dtype) for v in data)
-    return data
 
 
 def _values(outputs, batch: Batch, fns: dict) -> torch.Tensor:
@@ -233,11 +222,12 @@ def evaluate_params(model: nn.Module, points: torch.Tensor, data, loss_fn=F.cros
     given = as_batches(data, spec)
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     with torch.no_grad(), _eval_mode(model):
-        first = _cast(given[0].inputs, ref.device, ref.dtype)
+        first = to_device(given[0].inputs, ref.device, ref.dtype)
         largest = max(n_samples(b.targets) for b in given)
         chunk, batch = _plan(model, unflatten(model, points[0]), buffers, first, largest, len(points),
                              chunk_points, memory_mb, batch_size, ref.element_size())
-        batches = [Batch(_cast(b.inputs, ref.device, ref.dtype), _cast(b.targets, ref.device, ref.dtype), b.weight)
+        batches = [Batch(to_device(b.inputs, ref.device, ref.dtype), to_device(b.targets, ref.device, ref.dtype),
+                         b.weight)
                    for b in (given if batch >= largest else as_batches(data, spec, chunk_size=batch))]
         if strategy == "loop":
             values = _loop(model, points, buffers, batches, fns)

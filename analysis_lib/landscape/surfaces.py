@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..training.problem import config_problem
+from ..training.problem import final_models
 from .directions import random_directions
 from .evaluate import evaluate_params, flat_parameters
 
@@ -143,16 +143,9 @@ def run_surfaces(result, run_ids=None, *, seeds, normalizations=("filter",),
     """
     if not set(splits) <= {"train", "test"}:
         raise ValueError(f"invalid argument splits={splits!r}: a subset of ['train', 'test']")
-    finished = set(result.runs.loc[result.runs["status"] != "failed", "run_id"])
     frames = []
-    for rid in dict.fromkeys(result.runs["run_id"] if run_ids is None else run_ids):
-        state = result.store.load_checkpoint(rid, "final") if rid in finished else None
-        if state is None:
-            continue
-        config = result.configs[rid]
-        problem = config_problem(config)
+    for rid, config, model, problem in final_models(result, run_ids):
         data_splits = {s: problem.splits[s] for s in splits}
-        model = config.build_model(state).eval()
         labels = {**dict(config.conditions), "seed": config.seed}
         for norm in normalizations:
             r = radius[norm] if isinstance(radius, Mapping) else radius

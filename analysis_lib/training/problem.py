@@ -258,6 +258,31 @@ def as_batches(data: Any, loss: LossSpec, *, chunk_size: int | None = None,
     return [Batch(i, t, c / total) for i, t, c in parts if c > 0]
 
 
+def to_device(data: Any, device, dtype: torch.dtype) -> Any:
+    """Tensors (in tuples / lists / dicts) moved to ``device``; floating ones cast to ``dtype``."""
+    if isinstance(data, torch.Tensor):
+        return data.to(device, dtype if data.is_floating_point() else data.dtype)
+    if isinstance(data, dict):
+        return {k: to_device(v, device, dtype) for k, v in data.items()}
+    if isinstance(data, (tuple, list)):
+        return type(data)(to_device(v, device, dtype) for v in data)
+    return data
+
+
+def final_models(result, run_ids=None):
+    """``(run_id, config, model, problem)`` at the final weights of each stored run that has them.
+
+    ``result`` is what :func:`analysis_lib.runs.execute.run_grid` returned; runs that failed or
+    kept no ``final`` checkpoint (no ``weights`` probe) are skipped. The model is in eval mode.
+    """
+    finished = set(result.runs.loc[result.runs["status"] != "failed", "run_id"])
+    for rid in dict.fromkeys(result.runs["run_id"] if run_ids is None else run_ids):
+        state = result.store.load_checkpoint(rid, "final") if rid in finished else None
+        if state is not None:
+            config = result.configs[rid]
+            yield rid, config, config.build_model(state).eval(), config_problem(config)
+
+
 def config_problem(config) -> "Problem":
     """``config.problem()``, or a ValueError naming a run-config class that has none."""
     if not hasattr(config, "problem"):
