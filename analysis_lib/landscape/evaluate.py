@@ -105,7 +105,9 @@ def _plan(model, params, buffers, inputs, n_samples, n_points, chunk_points, mem
 
 def _values(outputs, batch: Batch, fns: dict) -> torch.Tensor:
     """(M,) weighted metric values of one batch: each metric's mean × the batch's weight, float64."""
-    return torch.stack([fn(outputs, batch.targets).to(torch.float64) for fn in fns.values()]) * batch.weight
+    values = [fn(outputs, batch.targets).to(torch.float64) for fn in fns.values()]
+    out = values[0].reshape(1) if len(values) == 1 else torch.stack(values)
+    return out if batch.weight == 1.0 else out * batch.weight
 
 
 def _accumulate(forward, batches: list[Batch], fns: dict) -> torch.Tensor:

@@ -88,6 +88,13 @@ class CrossEntropy:
 
     def accuracy(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Fraction of the counted targets whose class has the largest logit."""
+        if outputs.dim() == 2 and targets.dim() == 1 and not targets.is_floating_point():  # (N, C): the fast path
+            axis = self.class_axis % 2
+            if targets.shape[0] != outputs.shape[1 - axis]:
+                raise ValueError(f"invalid targets of shape {tuple(targets.shape)} for outputs of shape "
+                                 f"{tuple(outputs.shape)} with class axis {self.class_axis}")
+            correct = (outputs.argmax(axis) == targets).sum(dtype=torch.float64)  # ignored targets never match
+            return correct / (targets != self.ignore_index).sum().clamp_min(1)
         logits, flat = self._flat(outputs, targets)
         if flat.is_floating_point():
             flat = flat.argmax(-1)
