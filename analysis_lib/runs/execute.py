@@ -24,7 +24,7 @@ from ..validation import ConfigError
 from .executors import as_completed, shared_store_marker
 from .grid import RUN_COLUMNS, GridResult, label_runs
 from .progress import progress_bar
-from .store import COMPLETE, RunStore, run_id
+from .store import RunStore, run_id
 
 _EMPTY_METRICS = pd.DataFrame(columns=["step", "layer", "metric", "value"])
 STORE_ON = ("auto", "worker", "client")
@@ -57,21 +57,32 @@ def run_grid(configs: Sequence, *, store_root: str | None = None, executor=None,
     if store_on not in STORE_ON:
         raise ConfigError(f"invalid parameter store_on={store_on!r}: must be 'auto', 'worker' or 'client'")
     store = RunStore(store_root)
+    store.clean_leftovers()
     rids = [run_id(c) for c in configs]  # the one place run ids are computed
     metas: list[dict | None] = [None] * len(configs)
     if not force:
         for i, rid in enumerate(rids):
-            meta = store.load_meta(rid)
-            if meta is not None and meta.get("status") in COMPLETE:
+            meta = store.load_complete(rid)  # a damaged run is set aside here and recomputed
+            if meta is not None:
                 metas[i] = {**meta, "cached": True}
     todo: dict[str, list[int]] = {}  # run id -> grid positions; a run shared by arms runs once
     for i, meta in enumerate(metas):
         if meta is None:
             todo.setdefault(rids[i], []).append(i)
+    if todo:
+        store.check_writable()  # a read-only or full store stops here, before any training
     with progress_bar(len(configs), "runs", initial=len(configs) - sum(map(len, todo.values())),
                       progress=progress) as bar:
         if executor is None:
+            # Runs another writer holds are left for last, then waited for and read.
+            deferred = {}
             for rid, positions in todo.items():
+                meta = ensure_run(configs[positions[0]], store, force, rid=rid, wait=False)
+                if meta is None:
+                    deferred[rid] = positions
+                else:
+                    _place(metas, positions, meta, bar)
+            for rid, positions in deferred.items():
                 _place(metas, positions, ensure_run(configs[positions[0]], store, force, rid=rid), bar)
         else:
             _run_on_executor(executor, configs, todo, metas, bar, store, force, store_on)
@@ -84,23 +95,34 @@ def _place(metas: list, positions: list[int], meta: dict, bar) -> None:
     bar.update(len(positions))
 
 
-def ensure_run(config, store: RunStore | str | None = None, force: bool = False, *, rid: str | None = None) -> dict:
+def ensure_run(config, store: RunStore | str | None = None, force: bool = False, *, rid: str | None = None,
+               wait: bool = True) -> dict | None:
     """The meta of a complete run for ``config``, training and storing it if needed.
+
+    The run is claimed first (:meth:`RunStore.claim`), so two writers sharing the store never
+    train it twice: the second waits and then reads what the first stored.
 
     Args:
         config: one run. store: the run store, or its folder (default ``data/runs``).
         force: train again even when a complete run is stored.
         rid: the config's run id when the caller has it.
+        wait: when another writer holds the run, wait for it (default) or return None at once.
 
     Returns:
-        The run's meta.json contents plus ``cached`` (True when reused from the store).
+        The run's meta.json contents plus ``cached`` (True when reused from the store), or None
+        (``wait=False`` and the run is another writer's).
     """
     store = store if isinstance(store, RunStore) else RunStore(store)
     rid = rid or run_id(config)
-    if not force and store.is_complete(rid):
-        return {**store.load_meta(rid), "cached": True}
-    metrics, meta, tables = compute_run(config, rid)
-    store.save(rid, metrics, meta, tables)
+    if not force and (meta := store.load_complete(rid)) is not None:
+        return {**meta, "cached": True}
+    with store.claim(rid, blocking=wait) as held:
+        if not held:
+            return None
+        if not force and (meta := store.load_complete(rid)) is not None:  # stored while we waited
+            return {**meta, "cached": True}
+        metrics, meta, tables = compute_run(config, rid)
+        store.save(rid, metrics, meta, tables)
     return {**meta, "cached": False}
 
 
@@ -193,7 +215,8 @@ def _task_outcome(fut, config, rid: str, store: RunStore) -> dict:
     if payload is not None:
         metrics, tables = payload
         meta = {**meta, "stored_by": "client"}
-        store.save(rid, metrics, {k: v for k, v in meta.items() if k != "cached"}, tables)
+        with store.claim(rid):
+            store.save(rid, metrics, {k: v for k, v in meta.items() if k != "cached"}, tables)
     return meta
 
 
@@ -202,13 +225,14 @@ def _record_lost_run(config, rid: str, store: RunStore, exc: Exception) -> dict:
 
     A worker can die after writing its run; that run is complete and is kept, not overwritten.
     """
-    if store.is_complete(rid):
-        return {**store.load_meta(rid), "cached": False}
-    meta = {"run_id": rid, "config": config.identity(), "seed": config.seed,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "status": "failed", "diverged_step": None, "timings": {}, "stored_by": "client",
-            "error": f"the run's task did not complete ({type(exc).__name__}: {exc})"}
-    store.save(rid, label_runs(_EMPTY_METRICS, config, rid), meta)
+    with store.claim(rid):
+        if (done := store.load_complete(rid)) is not None:
+            return {**done, "cached": False}
+        meta = {"run_id": rid, "config": config.identity(), "seed": config.seed,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "status": "failed", "diverged_step": None, "timings": {}, "stored_by": "client",
+                "error": f"the run's task did not complete ({type(exc).__name__}: {exc})"}
+        store.save(rid, label_runs(_EMPTY_METRICS, config, rid), meta)
     return {**meta, "cached": False}
 
 

@@ -7,17 +7,35 @@ trajectory) and tables derived later from a stored run, ``derived/<name>-<hash>.
 :meth:`RunStore.ensure_derived`). A run folder is first written under a temporary
 name and then renamed into place, so a run killed mid-write never appears as a run folder at all;
 only runs whose ``meta.json`` says ``finished`` or ``diverged`` count as complete and are reused.
+
+**Many writers.** Two grids, sweeps, notebooks or Dask workers may share one store. A writer
+*claims* a run before training it (:meth:`RunStore.claim`: an OS file lock, ``fcntl``/``flock``
+through ``filelock``, on ``<root>/.claims/<run_id>.lock``, which works on local disks and on NFS
+with working locks), so no run is trained twice; the lock is released by the kernel when its
+holder dies, so a crashed writer's claim is taken over at once. The claim's holder (host, pid,
+time) is written beside the lock for ``runs`` to show.
+
+**Damaged runs.** Reading a run checks it (:meth:`RunStore.load_complete`): ``meta.json`` parses,
+the status is complete, ``metrics.parquet`` opens and has the rows ``meta.json`` promises. A
+damaged folder is moved to ``<root>/.damaged/`` with a warning naming it and its problem, and the
+run counts as missing (it is recomputed). Temporary folders and markers left by killed writers
+are removed once older than :data:`LEFTOVER_SECONDS`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import socket
+import time
 import uuid
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pandas as pd
 
@@ -26,6 +44,16 @@ from ..paths import runs_dir
 # Bump when a code change alters what a run computes, so old cached runs are not reused.
 STORE_VERSION = 3  # 3: Lanczos tridiagonal in float64 (λ_max, overlaps and spectra move at ~1e-8)
 COMPLETE = ("finished", "diverged")
+LEFTOVER_SECONDS = 3600  # temporary folders and markers older than this belong to dead writers
+_LEFTOVERS = (".tmp-", ".old-", ".client-")
+
+
+class DamagedRun(Exception):
+    """A run folder that cannot be read as it claims: ``rid`` and the ``problem``."""
+
+    def __init__(self, rid: str, problem: str):
+        super().__init__(f"run {rid}: {problem}")
+        self.rid, self.problem = rid, problem
 
 
 def run_id(config) -> str:
@@ -49,16 +77,123 @@ class RunStore:
         return self.root / rid
 
     def load_meta(self, rid: str) -> dict | None:
-        """The run's meta.json, or None when no run folder exists."""
+        """The run's meta.json, or None when no run folder exists.
+
+        Raises:
+            DamagedRun: the folder exists but its meta.json is missing or does not parse.
+        """
+        folder = self.path(rid)
         try:
-            return json.loads((self.path(rid) / "meta.json").read_text())
-        except FileNotFoundError:
+            return json.loads((folder / "meta.json").read_text())
+        except (FileNotFoundError, NotADirectoryError):
+            if folder.is_dir():
+                raise DamagedRun(rid, "meta.json is missing") from None
             return None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DamagedRun(rid, f"meta.json does not parse ({err})") from None
+
+    def verified_meta(self, rid: str) -> dict | None:
+        """The meta of a run whose files are what it says (None: no run).
+
+        Raises:
+            DamagedRun: meta.json does not parse, or a complete run's metrics.parquet does not
+                open or lacks the rows meta.json promises.
+        """
+        meta = self.load_meta(rid)
+        if meta is None or meta.get("status") not in COMPLETE:
+            return meta
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_metadata(self.path(rid) / "metrics.parquet").num_rows
+        except (OSError, ValueError) as err:  # missing, truncated, not parquet
+            raise DamagedRun(rid, f"metrics.parquet does not open ({type(err).__name__}: {err})") from None
+        if "n_metric_rows" in meta and rows != meta["n_metric_rows"]:
+            raise DamagedRun(rid, f"metrics.parquet has {rows} rows, meta.json promises {meta['n_metric_rows']}")
+        return meta
+
+    def load_complete(self, rid: str) -> dict | None:
+        """The meta of a complete, undamaged run, or None; a damaged run is set aside (and warned about)."""
+        try:
+            meta = self.verified_meta(rid)
+        except DamagedRun as damage:
+            self.set_aside(rid, damage.problem)
+            return None
+        return meta if meta is not None and meta.get("status") in COMPLETE else None
 
     def is_complete(self, rid: str) -> bool:
-        """The run exists and finished or diverged (a failed run is retried)."""
-        meta = self.load_meta(rid)
-        return meta is not None and meta.get("status") in COMPLETE
+        """The run exists, is undamaged, and finished or diverged (a failed run is retried)."""
+        return self.load_complete(rid) is not None
+
+    def set_aside(self, rid: str, problem: str) -> Path | None:
+        """Move a damaged run folder to ``<root>/.damaged/`` with a warning; it will be recomputed."""
+        target = self.root / ".damaged" / f"{rid}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(self.path(rid), target)
+        except FileNotFoundError:  # another writer set it aside first
+            return None
+        warnings.warn(f"damaged run {rid} ({problem}) moved to {target.relative_to(self.root)}; it will be "
+                      "recomputed", RuntimeWarning, stacklevel=3)
+        return target
+
+    @contextlib.contextmanager
+    def claim(self, rid: str, *, blocking: bool = True) -> Iterator[bool]:
+        """Hold the claim on run ``rid`` for the block; yields False when not blocking and another holds it.
+
+        While a writer holds the claim no other writer (process, thread or machine sharing the
+        store) trains or writes the run. The lock dies with its holder.
+        """
+        from filelock import FileLock, Timeout
+
+        folder = self.root / ".claims"
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / f"{rid}.lock"), timeout=-1 if blocking else 0, thread_local=False,
+                        is_singleton=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            yield False
+            return
+        info = folder / f"{rid}.holder"
+        try:
+            info.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+            yield True
+        finally:
+            info.unlink(missing_ok=True)
+            lock.release()
+
+    def clean_leftovers(self, max_age: float = LEFTOVER_SECONDS) -> int:
+        """Remove temporary folders and markers of dead writers older than ``max_age`` seconds."""
+        if not self.root.is_dir():
+            return 0
+        removed, now = 0, time.time()
+        for p in self.root.iterdir():
+            if p.name.startswith(_LEFTOVERS):
+                try:
+                    if now - p.stat().st_mtime > max_age:
+                        shutil.rmtree(p) if p.is_dir() else p.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
+
+    def check_writable(self, min_free_mb: float = 50) -> None:
+        """Raise ConfigError when runs cannot be written here: read-only, or nearly full."""
+        from ..validation import ConfigError
+
+        hint = "point ANALYSIS_LIB_DATA (or --store) at a writable folder with free space"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".tmp-write-check-{uuid.uuid4().hex[:8]}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as err:
+            raise ConfigError(f"invalid run store {self.root}: cannot write there ({err.strerror}); {hint}") from None
+        free = shutil.disk_usage(self.root).free / 2**20
+        if free < min_free_mb:
+            raise ConfigError(f"invalid run store {self.root}: only {free:.0f} MB free; {hint}")
 
     def load_metrics(self, rid: str) -> pd.DataFrame:
         """The run's tidy metrics table."""
@@ -102,17 +237,29 @@ class RunStore:
                     raise TypeError(f"table {name!r} must be a DataFrame or a dict of tensors, "
                                     f"not {type(table).__name__}")
             metrics.to_parquet(tmp / "metrics.parquet", index=False)
+            meta = {**meta, "n_metric_rows": len(metrics)}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-            final = self.path(rid)
-            if final.exists():
-                trash = self.root / f".old-{rid}-{uuid.uuid4().hex[:8]}"
-                os.replace(final, trash)
-                shutil.rmtree(trash, ignore_errors=True)
-            os.replace(tmp, final)
+            self._move_into_place(tmp, self.path(rid))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return final
+        return self.path(rid)
+
+    def _move_into_place(self, tmp: Path, final: Path) -> None:
+        """Rename ``tmp`` to ``final``, first moving aside whatever is there; never fails on a race."""
+        for _ in range(10):
+            if final.exists():
+                trash = self.root / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(final, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            try:
+                os.replace(tmp, final)
+                return
+            except OSError as err:  # another writer renamed its folder in between
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        raise RuntimeError(f"could not move run {final.name} into place: other writers keep replacing it")
 
     def derived_path(self, rid: str, name: str, params: dict) -> Path:
         """Where :meth:`ensure_derived` keeps the table ``name`` computed from run ``rid`` with ``params``."""
@@ -162,7 +309,10 @@ class RunStore:
         """One row per stored run: run_id, status, seed, diverged_step, seconds, created."""
         rows = []
         for rid in self.run_ids():
-            meta = self.load_meta(rid) or {"status": "incomplete"}
+            try:
+                meta = self.load_meta(rid) or {"status": "incomplete"}
+            except DamagedRun as damage:
+                meta = {"status": "damaged", "error": damage.problem}
             rows.append({"run_id": rid, "status": meta.get("status"), "seed": meta.get("seed"),
                          "diverged_step": meta.get("diverged_step"),
                          "seconds": meta.get("timings", {}).get("total_seconds"),
