@@ -179,7 +179,8 @@ lm_traces[["layer", "estimate", "se", "n_matvecs", "method"]]
 # Rules fixed in advance: λ_max grows at a step size when the CI over seeds of log₂(max λ_max / λ_max(0)) lies above 0; it reaches the edge when every run reaches `threshold`·2/η (some: partly); it hovers when the CI of the hover ratio lies inside [1 − margin, 1 + margin] (outside: no; no run at the edge: inconclusive).
 
 # %%
-verdict = verdict_table(study.verdict_rows(summary, edge, threshold=threshold, margin=margin))
+rows = study.verdict_rows(summary, edge, threshold=threshold, margin=margin)
+verdict = verdict_table(rows, runs=result.status_counts())
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
                  params={"seeds": seeds, "learning_rates": learning_rates, "train": train, "regression": regression})

@@ -182,7 +182,8 @@ format_test_table(rho_within, alpha=alpha)
 # A claim reproduces when the whole 95% CI of its effect lies on the predicted side of zero, is contradicted when it lies on the other side, and is inconclusive otherwise.
 
 # %%
-verdict = verdict_table(study.verdict_rows(rho, rho_within, spread_tests))
+rows = study.verdict_rows(rho, rho_within, spread_tests)
+verdict = verdict_table(rows, runs=result.status_counts())
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
                  params={"seeds": seeds, "arms": arms, "train": train})

@@ -180,7 +180,8 @@ format_test_table(summary)
 # Rules fixed in advance: a paired contrast reproduces a claim when its 95% CI lies on the claimed side of zero and p < 0.05, and contradicts it when the CI lies on the other side; an AUROC when its CI lies above 0.5; an effect size when its CI excludes 0 on the claimed side. Rows about init are the length baseline.
 
 # %%
-verdict = verdict_table(study.verdict_rows(summary, matrix, separation, quality, statistic))
+rows = study.verdict_rows(summary, matrix, separation, quality, statistic)
+verdict = verdict_table(rows, runs=result.status_counts())
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
                  params={"seeds": seeds, "task": task, "model": model, "train": train, "finetune": finetune,

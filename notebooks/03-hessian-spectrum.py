@@ -132,8 +132,9 @@ overlap_table
 # Outliers: "yes" when every run's count is C or C − 1, "partly" when some are. Bulk: from the CI and adjusted p of the width contrast. Overlap: "yes" when the CI of the mean overlap lies above `overlap_bar`, "no" when it lies below.
 
 # %%
-verdict = verdict_table(study.verdict_rows(counts, width_tests, overlap_table, base_width=model["width"],
-                                           overlap_bar=overlap_bar))
+rows = study.verdict_rows(counts, width_tests, overlap_table, base_width=model["width"],
+                          overlap_bar=overlap_bar)
+verdict = verdict_table(rows, runs=result.status_counts())
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
                  params={"seeds": seeds, "arms": arms, "train": train})

@@ -147,7 +147,8 @@ format_test_table(warmup_tests)
 # Rules fixed in advance: sharpening reproduces when every full-batch run reaches `threshold`·2/η; hovering when each learning rate's CI of the hover ratio lies inside [1 − margin, 1 + margin] (outside: no); the loss claim when the loss fell over the window in every run that reached the edge; SGD and warm-up from the sign of the paired difference's CI.
 
 # %%
-verdict = verdict_table(study.verdict_rows(gd, edge, sgd_tests, warmup_tests, threshold=threshold, margin=margin))
+rows = study.verdict_rows(gd, edge, sgd_tests, warmup_tests, threshold=threshold, margin=margin)
+verdict = verdict_table(rows, runs=result.status_counts())
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
                  params={"seeds": seeds, "arms": arms, "train": train})

@@ -167,7 +167,8 @@ format_test_table(residual_tests)
 # Read with the training table above: conditions that end at different training losses (a residual network trains further in the same steps) compare minima at different heights, so a sharpness difference mixes geometry with how far training went.
 
 # %%
-verdict = verdict_table(study.verdict_rows(batch_tests, residual_tests, rescaled_summaries))
+rows = study.verdict_rows(batch_tests, residual_tests, rescaled_summaries)
+verdict = verdict_table(rows, runs=result.status_counts())
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
                  params={"seeds": seeds, "arms": arms, "train": train, "direction_seeds": direction_seeds, "radius": radius})

@@ -189,10 +189,11 @@ out.save_figure("trajectory_projections", fig)
 # Rules fixed in advance, as stated at the top. Distances and barriers from paired differences against step 0 (expected negative); matching from the paired difference on independent pairs (expected negative).
 
 # %%
-verdict = verdict_table(study.verdict_rows(summary, timing_tests, matching_tests, variance, pca, comparable=comparable,
-                                           barrier_min=barrier_min, perturb_scale=perturb_scale,
-                                           variance_factor=variance_factor, pca_top=pca_top, pca_margin=pca_margin,
-                                           n_boot=n_boot))
+rows = study.verdict_rows(summary, timing_tests, matching_tests, variance, pca, comparable=comparable,
+                          barrier_min=barrier_min, perturb_scale=perturb_scale,
+                          variance_factor=variance_factor, pca_top=pca_top, pca_margin=pca_margin,
+                          n_boot=n_boot)
+verdict = verdict_table(rows, runs=result.status_counts())
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
                  params={"seeds": seeds, "twin_seeds": twin_seeds, "perturb_steps": perturb_steps, "perturb_scale": perturb_scale, "train": train})

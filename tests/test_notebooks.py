@@ -166,3 +166,14 @@ def test_bad_parameter_fails_fast_with_a_clear_message(study, overrides, name, t
     assert name in info.value.evalue
     assert time.perf_counter() - start < 60  # kernel start and imports only
     assert not (tmp_path / "data" / "runs").exists(), "a run started before the bad parameter was caught"
+
+
+def test_a_study_whose_runs_all_diverge_reports_not_tested(tmp_path, _isolated_data_dir):
+    try:
+        folder = _execute("00-your-own-model", tmp_path / "out", tmp_path / "data", learning_rates=[1e6])
+    finally:
+        os.environ["ANALYSIS_LIB_DATA"] = str(_isolated_data_dir)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["runs"]["finished"] == 0 and summary["runs"]["diverged"] > 0
+    assert {v["reproduced"] for v in summary["verdict"]} == {"not tested"}
+    assert all(v["measured"].startswith("not tested: none of") for v in summary["verdict"])

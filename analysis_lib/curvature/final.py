@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..training.problem import final_models
+from ..training.problem import final_models, no_final_models
 from .hessian import HessianOperator
 from .lanczos import top_eigenpairs
 from .trace import layer_traces
@@ -46,7 +46,9 @@ def run_curvature(result, run_ids=None, *, k: int = 5, tol: float = 1e-6, n_matv
         table = layer_traces(model, problem.loss_fn, data, n_matvecs=n_matvecs, exact_max_dim=exact_max_dim)
         traces.append(table.assign(**labels))
     if not eigen:
-        raise ValueError("no run has a 'final' checkpoint: add 'weights' to probes.names")
+        labels = no_final_models(result, "run_curvature")
+        return (pd.DataFrame(columns=[*labels, "rank", "eigenvalue", "residual", "converged", "n_matvecs"]),
+                pd.DataFrame(columns=[*labels, "layer", "estimate", "se", "n_matvecs", "method"]))
     traces = pd.concat(traces, ignore_index=True)
     front = [c for c in traces.columns if c not in ("layer", "estimate", "se", "n_matvecs", "method")]
     return pd.DataFrame(eigen), traces[front + ["layer", "estimate", "se", "n_matvecs", "method"]]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..training.problem import final_models
+from ..training.problem import final_models, no_final_models
 from .directions import random_directions
 from .evaluate import evaluate_params, flat_parameters
 
@@ -154,7 +154,8 @@ def run_surfaces(result, run_ids=None, *, seeds, normalizations=("filter",),
                                   normalization=norm, bias=bias, run_id=rid, **evaluate_kwargs)
             frames.append(table.assign(**labels, normalization=norm))
     if not frames:
-        raise ValueError("no run has a 'final' checkpoint: add 'weights' to probes.names")
+        labels = no_final_models(result, "run_surfaces")
+        return pd.DataFrame(columns=[*labels, "normalization", *SURFACE_COLUMNS[1:]])
     out = pd.concat(frames, ignore_index=True)
     front = ["run_id", *[c for c in out.columns if c not in SURFACE_COLUMNS and c != "normalization"], "normalization"]
     return out[front + SURFACE_COLUMNS[1:]]

@@ -8,9 +8,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .style import require_metric
+from .style import or_note, require_metric
 
 
+@or_note
 def plot_sharpness(df: pd.DataFrame, *, col: str = "lr", hue: str = "seed", metric: str = "lambda_max",
                    learning_rates: Mapping[str, float] | pd.Series | None = None, logy: bool = False) -> plt.Figure:
     """λ_max (or another whole-model metric) over training, one line per seed, one panel per ``col``.
@@ -40,6 +41,7 @@ def plot_sharpness(df: pd.DataFrame, *, col: str = "lr", hue: str = "seed", metr
     return grid.figure
 
 
+@or_note
 def plot_top_eigenvalues(spectra: pd.DataFrame, *, col: str, hue: str | None = None, top: int = 25) -> plt.Figure:
     """The ``top`` largest eigenvalues of each run's spectrum against their rank (log scale).
 
@@ -63,6 +65,7 @@ def plot_top_eigenvalues(spectra: pd.DataFrame, *, col: str, hue: str | None = N
     return grid.figure
 
 
+@or_note
 def plot_spectral_density(density: pd.DataFrame, *, col: str, hue: str) -> plt.Figure:
     """Spectral densities (from :func:`analysis_lib.curvature.spectrum.density_table`) on a symmetric-log axis."""
     grid = sns.relplot(data=density, x="eigenvalue", y="density", hue=hue, col=col, units="run_id",

@@ -18,7 +18,7 @@ import pandas as pd
 import seaborn as sns
 
 from ..layers import layer_and_projection
-from .style import ci_band, first_seen
+from .style import ci_band, first_seen, or_note
 
 
 def _mean_bands(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -61,6 +61,7 @@ def _panels(bands: pd.DataFrame, *, row: str, col: str, x: str, hue_order: Seque
     return fig
 
 
+@or_note
 def plot_layer_profiles(means: pd.DataFrame, statistic: str, *, conditions: Sequence[str],
                         reduction: str = "mean") -> plt.Figure:
     """``statistic`` across layers, one panel per projection (columns) and checkpoint (rows).
@@ -83,6 +84,7 @@ def plot_layer_profiles(means: pd.DataFrame, statistic: str, *, conditions: Sequ
     return fig
 
 
+@or_note
 def plot_spread(spreads: pd.DataFrame, statistic: str, *, conditions: Sequence[str], reduction: str = "mean",
                 segment: str = "all") -> plt.Figure:
     """Cross-layer MAD (left) and MAD relative to the layer mean (right) per projection and condition.
@@ -101,6 +103,7 @@ def plot_spread(spreads: pd.DataFrame, statistic: str, *, conditions: Sequence[s
                    ylabel=f"MAD of {statistic.replace('_', ' ')}")
 
 
+@or_note
 def plot_score_distributions(scores: pd.DataFrame, *, ylabel: str) -> plt.Figure:
     """Per-example scores per condition, one panel per checkpoint.
 
@@ -118,6 +121,7 @@ def plot_score_distributions(scores: pd.DataFrame, *, ylabel: str) -> plt.Figure
     return grid.figure
 
 
+@or_note
 def plot_gradient_noise(profile: pd.DataFrame, *, projections: Sequence[str] | None = None,
                         vline: float | None = None) -> plt.Figure:
     """Per-layer gradient SNR over training: one panel per projection, one line per layer or block.

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .style import ci_band
+from .style import ci_band, or_note
 
 KINDS = ("contour", "filled", "3d")
 
@@ -48,6 +48,7 @@ def _panel(ax, surface: pd.DataFrame, kind: str, levels: np.ndarray, title: str)
     return art
 
 
+@or_note
 def plot_surface_maps(surfaces: pd.DataFrame, *, col: str | None = None, metric: str = "loss",
                       kind: str = "contour", levels: int = 25, vmax: float | None = None,
                       log_levels: bool = False) -> plt.Figure:
@@ -85,6 +86,7 @@ def plot_surface_maps(surfaces: pd.DataFrame, *, col: str | None = None, metric:
     return fig
 
 
+@or_note
 def plot_slices(surfaces: pd.DataFrame, *, hue: str | None = None, col: str | None = None,
                 row: str | None = None, metric: str = "loss", logy: bool = False) -> plt.Figure:
     """1-D slices L(α) (β = 0 rows): the mean over directions and runs with a 95% bootstrap band.
@@ -116,6 +118,7 @@ def _categorical(df: pd.DataFrame, hue: str | None) -> pd.DataFrame:
     return df if hue is None else df.assign(**{hue: df[hue].astype(str)})
 
 
+@or_note
 def plot_interpolation(curves: pd.DataFrame, *, x: str = "alpha", hue: str | None = None,
                        col: str | None = None, metric: str | None = "loss",
                        ylabel: str | None = None) -> plt.Figure:
@@ -142,6 +145,7 @@ def plot_interpolation(curves: pd.DataFrame, *, x: str = "alpha", hue: str | Non
     return grid.figure
 
 
+@or_note
 def plot_summary_values(table: pd.DataFrame, *, x: str, hue: str | None = None, col: str = "normalization",
                         metric: str = "curvature", ylabel: str | None = None) -> plt.Figure:
     """One dot per run (its summary averaged over directions) by condition ``x``, with mean and 95% CI.

@@ -6,7 +6,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .style import or_note
 
+
+@or_note
 def plot_correctness_rates(rates: pd.DataFrame, *, n_runs: int) -> plt.Figure:
     """Histogram over test examples of the fraction of runs that classify each correctly.
 

@@ -6,7 +6,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .style import or_note
 
+
+@or_note
 def plot_effect_sizes(tests: pd.DataFrame, *, alpha: float = 0.05, col: str = "metric",
                       row: str | None = None) -> plt.Figure:
     """Estimates with CIs per layer, one panel per ``col`` level; filled markers where p_adj < alpha."""
@@ -39,6 +42,7 @@ def _effect_panel(ax: plt.Axes, sub: pd.DataFrame, title: str) -> None:
     ax.set_xlabel(str(sub["contrast"].iloc[0]) if len(sub) else "")
 
 
+@or_note
 def plot_interval_table(table: pd.DataFrame, *, null: float, xlabel: str) -> plt.Figure:
     """Estimates with CIs of a result table (AUROCs, effect sizes), one panel per metric.
 

@@ -8,7 +8,9 @@ seeded, so a figure repeats exactly.
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+import warnings
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,9 +37,43 @@ def layers_in_order(df: pd.DataFrame, layers: Sequence[str] | None) -> list[str]
     return [layer for layer in order if layer != "model"] if layers is None else list(layers)
 
 
+class NoData(ValueError):
+    """A figure's data has no rows to draw (e.g. every run diverged before the metric was recorded)."""
+
+
 def require_metric(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The rows of ``metric``; ValueError listing the metrics present when there are none."""
-    sub = df[df["metric"] == metric]
+    """The rows of ``metric``; :class:`NoData` listing the metrics present when there are none."""
+    sub = df[df["metric"] == metric] if "metric" in df else df.iloc[0:0]
     if sub.empty:
-        raise ValueError(f"no rows with metric={metric!r}; available: {sorted(df['metric'].unique())}")
+        present = sorted(df["metric"].unique()) if "metric" in df else []
+        raise NoData(f"no rows with metric={metric!r}; available: {present}")
     return sub
+
+
+def note_figure(message: str):
+    """A small figure that says why there is nothing to draw (instead of a blank or a crash)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"Nothing to draw: {message}", ha="center", va="center", wrap=True, fontsize=10)
+    return fig
+
+
+def or_note(plot: Callable) -> Callable:
+    """Make a plotter return :func:`note_figure` when its data is empty, so a study with no data goes on.
+
+    The note names what is missing and the metrics present, and a ``UserWarning`` says the same
+    (a misspelt metric shows up there too, never as a silently blank panel).
+    """
+    @functools.wraps(plot)
+    def wrapper(df, *args, **kwargs):
+        try:
+            if isinstance(df, pd.DataFrame) and df.empty:
+                raise NoData("no rows")
+            return plot(df, *args, **kwargs)
+        except NoData as empty:
+            message = f"{empty} (did every run diverge or fail?)"
+            warnings.warn(f"{plot.__name__}: {message}", UserWarning, stacklevel=2)
+            return note_figure(message)
+    return wrapper

@@ -13,11 +13,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .style import ci_band, layers_in_order, require_metric
+from .style import ci_band, layers_in_order, or_note, require_metric
 
 _ERRORBAR = ci_band  # vectorised: seaborn's own bootstrap loops in Python and dominated rendering
 
 
+@or_note
 def plot_metric_over_training(df: pd.DataFrame, metric: str, *, hue: str, layers: Sequence[str] | None = None,
                               row: str | None = None, logy: bool = False, col_wrap: int = 4) -> plt.Figure:
     """``metric`` against step, one panel per layer, one line per ``hue`` level (mean, 95% CI over seeds)."""
@@ -34,6 +35,7 @@ def plot_metric_over_training(df: pd.DataFrame, metric: str, *, hue: str, layers
     return grid.figure
 
 
+@or_note
 def plot_layer_profile(df: pd.DataFrame, metrics: str | Sequence[str], *, hue: str,
                        logy: bool = False) -> plt.Figure:
     """Metrics across layers (x in forward order), one panel per metric, one line per ``hue`` level.
@@ -54,6 +56,7 @@ def plot_layer_profile(df: pd.DataFrame, metrics: str | Sequence[str], *, hue: s
     return grid.figure
 
 
+@or_note
 def plot_run_values(df: pd.DataFrame, *, x: str, hue: str | None = None, col: str | None = None,
                     ylabel: str = "", band: tuple[float, float] | None = None) -> plt.Figure:
     """One dot per run (``value`` column) by condition ``x``, with the mean and its 95% CI.
@@ -72,6 +75,7 @@ def plot_run_values(df: pd.DataFrame, *, x: str, hue: str | None = None, col: st
     return grid.figure
 
 
+@or_note
 def plot_correlation(df: pd.DataFrame, x: str, y: str, *, hue: str | None = None,
                      style: str | None = None) -> plt.Figure:
     """Scatter of one row per run, e.g. final layer rotation against test accuracy."""
@@ -83,6 +87,7 @@ def plot_correlation(df: pd.DataFrame, x: str, y: str, *, hue: str | None = None
     return fig
 
 
+@or_note
 def plot_metric_family(metrics: pd.DataFrame, prefix: str, *, hue: str, ylabel: str,
                        vline: float | None = None, vline_text: str = "", ylim: tuple | None = None) -> plt.Figure:
     """Every whole-model metric named ``<prefix><suffix>`` over training, one colour per suffix.

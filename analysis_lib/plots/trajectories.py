@@ -13,9 +13,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .style import ci_band
+from .style import ci_band, or_note
 
 
+@or_note
 def plot_explained_variance(table: pd.DataFrame, *, col: str = "from_step") -> plt.Figure:
     """Explained-variance ratio against component (log scale), measured vs the random walk.
 
@@ -41,6 +42,7 @@ def plot_explained_variance(table: pd.DataFrame, *, col: str = "from_step") -> p
     return grid.figure
 
 
+@or_note
 def plot_trajectory_projections(projections: pd.DataFrame, *, max_runs: int = 4) -> plt.Figure:
     """Each run's trajectory in the plane of its own first two principal components.
 

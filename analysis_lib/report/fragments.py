@@ -29,6 +29,8 @@ vertical-align:top}.study-summary th{background:#f4f4f4}
 .study-summary :is(.ok,.yes){background:#d4f4dd}.study-summary :is(.failed,.no){background:#fbd5d5}
 .study-summary :is(.partly,.incomplete){background:#fdf1c7}
 .study-summary :is(.inconclusive,.not-rendered){background:#e8e8e8}
+.study-summary .not-tested{background:#f4f4f4;color:#666;font-style:italic}
+.study-summary .smoke{background:#fdf1c7;border:1px solid #e0c060;padding:.4rem .6rem;font-weight:600}
 .study-summary .warn{color:#9a3b00;font-weight:600}
 .study-summary dt{font-weight:600;float:left;clear:left;width:9rem}
 .study-summary dd{margin:0 0 .2rem 9.5rem}.study-summary code{font-size:.85rem;word-break:break-all}
@@ -55,8 +57,9 @@ def _verdict_row(row: dict) -> str:
         link = _E(claim_link(row["source"]))
         claim += f"<br><small><a href=\"{link}\">{_E(str(row['source']))}</a></small>"
     outcome = _E(str(row.get("reproduced", "")))
+    css = outcome.replace(" ", "-")  # "not tested" -> one class
     return (f'<tr><td>{claim}</td><td>{_E(str(row.get("measured", "")))}</td>'
-            f'<td>{_E(str(row.get("n", "")))}</td><td class="{outcome}">{outcome}</td></tr>')
+            f'<td>{_E(str(row.get("n", "")))}</td><td class="{css}">{outcome}</td></tr>')
 
 
 def verdict_table(verdict) -> str:
@@ -73,9 +76,23 @@ def verdict_table(verdict) -> str:
     if not rows:
         return "<p>No verdict recorded.</p>"
     reproduced = sum(str(v.get("reproduced")) == "yes" for v in rows)
+    untested = sum(str(v.get("reproduced")) == "not tested" for v in rows)
+    count = f"{reproduced} of {len(rows)} claims reproduced" + (f", {untested} not tested" if untested else "")
     body = "".join(_verdict_row(v) for v in rows)
-    return (f"<p>{reproduced} of {len(rows)} claims reproduced.</p><table><tr><th>claim</th>"
-            f"<th>measured</th><th>n</th><th>reproduced</th></tr>{body}</table>")
+    return (f"<p>{count}.</p><table><tr><th>claim</th>"
+            f"<th>measured</th><th>n</th><th>reproduced</th></tr>{body}</table>"
+            "<p><small>yes / no: the interval lies on the predicted / the other side (or inside / outside "
+            "the equivalence band), with p below 0.05 where a test applies; partly: some runs or settings; "
+            "inconclusive: the interval straddles the bar; not tested: no data reached the claim (no run "
+            "finished, no run qualified, or no interval could be computed).</small></p>")
+
+
+def smoke_banner(render: dict | None) -> str:
+    """A warning paragraph for renders with the ``smoke`` parameter set (a pipeline check), else ''."""
+    if not render or render.get("param_set") != "smoke":
+        return ""
+    return ('<p class="smoke">smoke parameters: a pipeline check, not a result. The verdicts below come from '
+            "the fastest settings that exercise every cell; render with the default parameters to read them.</p>")
 
 
 def runs_summary(runs) -> str | None:

@@ -150,7 +150,7 @@ def study_summary_html(study: str, summary: dict | None, render: dict) -> str:
     Returns:
         ``<section class="study-summary">...</section>``, every value escaped.
     """
-    parts = ['<section class="study-summary"><h2>Verdict</h2>']
+    parts = ['<section class="study-summary"><h2>Verdict</h2>', html_summary.smoke_banner(render)]
     if render.get("status") == "failed":
         error = html.escape(str(render.get("error")))
         parts.append(f'<p class="failed">This study failed: {error}</p>')

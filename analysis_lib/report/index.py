@@ -12,7 +12,16 @@ import html
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .fragments import CSP_META, SUMMARY_CSS, provenance_list, read_json, report_link, reproduce_block, verdict_table
+from .fragments import (
+    CSP_META,
+    SUMMARY_CSS,
+    provenance_list,
+    read_json,
+    report_link,
+    reproduce_block,
+    smoke_banner,
+    verdict_table,
+)
 
 INDEX_TITLE = "Training-dynamics studies"
 _CSS = """
@@ -60,6 +69,7 @@ def study_section(out_root: Path, study: str) -> str:
     status = study_status(summary, render)
     parts = [f'<section id="{_E(study)}" class="study-summary">',
              _heading(out_root, study, summary, status)]
+    parts.append(smoke_banner(render))
     if summary and summary.get("question"):
         parts.append(f'<p class="question">{_E(str(summary["question"]))}</p>')
     if summary is not None:

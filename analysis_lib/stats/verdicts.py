@@ -3,6 +3,10 @@
 A verdict is read off a confidence interval, never off a p-value alone: a claim of a positive
 effect reproduces when the whole interval is above zero, is contradicted when the whole interval
 is below zero, and is inconclusive otherwise (the experiment cannot tell at this n).
+
+A claim the data never reached is **not tested**, never "yes" or "no": its interval could not be
+computed (NaN), no run contributed (n = 0), or none of the study's runs finished (all diverged or
+failed; :func:`verdict_table` with ``runs``).
 """
 
 from __future__ import annotations
@@ -12,20 +16,21 @@ import math
 import pandas as pd
 
 VERDICT_COLUMNS = ["claim", "source", "measured", "n", "reproduced"]
-OUTCOMES = ("yes", "no", "partly", "inconclusive")
+NOT_TESTED = "not tested"
+OUTCOMES = ("yes", "no", "partly", "inconclusive", NOT_TESTED)
 
 
 def verdict_from_interval(ci_low: float, ci_high: float, expected: str = "positive") -> str:
     """``"yes"`` when the interval lies on the expected side of 0, ``"no"`` when on the other side.
 
     Args:
-        ci_low, ci_high: confidence interval of the effect (NaN gives ``"inconclusive"``).
+        ci_low, ci_high: confidence interval of the effect (NaN gives ``"not tested"``).
         expected: ``"positive"`` or ``"negative"``, the sign the claim predicts.
     """
     if expected not in ("positive", "negative"):
         raise ValueError(f"expected={expected!r}: must be 'positive' or 'negative'")
     if any(math.isnan(v) for v in (ci_low, ci_high)):
-        return "inconclusive"
+        return NOT_TESTED
     above, below = ci_low > 0, ci_high < 0
     if expected == "negative":
         above, below = below, above
@@ -39,8 +44,23 @@ def describe_estimate(row: pd.Series, name: str, digits: int = 3) -> str:
     return f"{name} = {g(row['estimate'])} [{g(row['ci_low'])}, {g(row['ci_high'])}], p = {p:.2g}"
 
 
-def verdict_table(rows: list[dict]) -> pd.DataFrame:
-    """A verdict table with fixed columns; each row needs every key of VERDICT_COLUMNS."""
+def verdict_table(rows: list[dict], *, runs: dict | None = None) -> pd.DataFrame:
+    """A verdict table with fixed columns; each row needs every key of VERDICT_COLUMNS.
+
+    Args:
+        rows: the study's verdict rows.
+        runs: the study's run status counts (``GridResult.status_counts()``). When none of the
+            runs finished (all diverged or failed) every row is "not tested", its reason first.
+
+    A row with n = 0 is "not tested" whatever its rule said: no data reached it.
+    """
+    total = sum((runs or {}).values())
+    if runs is not None and not runs.get("finished", 0):
+        reason = (f"not tested: none of {total} runs finished ({runs.get('diverged', 0)} diverged, "
+                  f"{runs.get('failed', 0)} failed)")
+        rows = [{**row, "measured": f"{reason}; {row.get('measured', '')}", "reproduced": NOT_TESTED}
+                for row in rows]
+    rows = [{**row, "reproduced": NOT_TESTED} if _no_data(row.get("n")) else row for row in rows]
     for row in rows:
         missing = set(VERDICT_COLUMNS) - set(row)
         if missing:
@@ -48,6 +68,13 @@ def verdict_table(rows: list[dict]) -> pd.DataFrame:
         if row["reproduced"] not in OUTCOMES:
             raise ValueError(f"reproduced={row['reproduced']!r}: must be one of {OUTCOMES}")
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def _no_data(n) -> bool:
+    try:
+        return n is None or math.isnan(float(n)) or float(n) == 0
+    except (TypeError, ValueError):
+        return False
 
 
 def verdict_row(claim: str, source: str, result: pd.Series, name: str, expected: str,
@@ -60,7 +87,7 @@ def verdict_row(claim: str, source: str, result: pd.Series, name: str, expected:
     """
     outcome = verdict_from_interval(result["ci_low"], result["ci_high"], expected)
     p = result.get("p_adj", result.get("pvalue", float("nan")))
-    if outcome != "inconclusive" and not (p < alpha):
+    if outcome not in ("inconclusive", NOT_TESTED) and not (p < alpha):
         outcome = "inconclusive"
     return {"claim": claim, "source": source, "measured": describe_estimate(result, name),
             "n": int(result["n"]), "reproduced": outcome}
@@ -69,7 +96,7 @@ def verdict_row(claim: str, source: str, result: pd.Series, name: str, expected:
 def verdict_within(ci_low: float, ci_high: float, lo: float, hi: float) -> str:
     """``"yes"`` when the CI lies inside [lo, hi] (equivalence), ``"no"`` when it lies outside."""
     if any(math.isnan(v) for v in (ci_low, ci_high)):
-        return "inconclusive"
+        return NOT_TESTED
     if lo <= ci_low and ci_high <= hi:
         return "yes"
     return "no" if ci_high < lo or ci_low > hi else "inconclusive"
@@ -79,8 +106,8 @@ def share_verdict(flags) -> str:
     """``yes`` when every run satisfied a criterion, ``partly`` when some, ``no`` when none.
 
     Args:
-        flags: one boolean (or 0/1) per run; empty gives ``"inconclusive"``.
+        flags: one boolean (or 0/1) per run; empty gives ``"not tested"``.
     """
     if len(flags) == 0:
-        return "inconclusive"
+        return NOT_TESTED
     return "yes" if flags.all() else "partly" if flags.any() else "no"

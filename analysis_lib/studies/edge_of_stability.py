@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..stats.verdicts import share_verdict, verdict_row, verdict_within
+from ..stats.verdicts import NOT_TESTED, share_verdict, verdict_row, verdict_within
 from ..validation import check_fraction, check_includes, check_int, check_subset
 
 TITLE = "Progressive sharpening and the edge of stability"
@@ -97,7 +97,7 @@ def hover_verdict(hover: pd.DataFrame, lr: float, margin: float) -> dict:
     """
     row = {"claim": f"... then hovers at 2/η (η = {lr:g})", "source": SOURCE}
     if lr not in hover.index:
-        return {**row, "measured": "no run reached the edge", "n": 0, "reproduced": "inconclusive"}
+        return {**row, "measured": "no run reached the edge", "n": 0, "reproduced": NOT_TESTED}
     h = hover.loc[lr]
     return {**row, "measured": f"η·λ_max/2 = {h['mean']:.3g} [{h['ci_low']:.3g}, {h['ci_high']:.3g}]",
             "n": int(h["n"]), "reproduced": verdict_within(h["ci_low"], h["ci_high"], 1 - margin, 1 + margin)}

@@ -18,7 +18,7 @@ from typing import Mapping
 import pandas as pd
 
 from ..stats.effects import mean_ci
-from ..stats.verdicts import share_verdict, verdict_row
+from ..stats.verdicts import NOT_TESTED, share_verdict, verdict_row
 from ..training.data import class_count
 from ..validation import check_fraction, check_includes, check_int
 
@@ -89,4 +89,6 @@ def verdict_rows(counts: pd.DataFrame, width_tests: pd.DataFrame, overlaps: pd.D
 
 
 def _overlap_outcome(ci_low: float, ci_high: float, bar: float) -> str:
+    if ci_low != ci_low or ci_high != ci_high:  # NaN: no interval
+        return NOT_TESTED
     return "yes" if ci_low > bar else "no" if ci_high < bar else "inconclusive"

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..landscape.directions import NORMALIZATIONS
-from ..stats.verdicts import verdict_from_interval, verdict_row
+from ..stats.verdicts import NOT_TESTED, verdict_from_interval, verdict_row
 from ..validation import check_fraction, check_includes, check_int, check_subset, fail
 
 TITLE = "Filter-normalised loss landscapes"
@@ -72,7 +72,7 @@ def _outcome(row: pd.Series, expected: str, alpha: float) -> str:
     """The outcome :func:`analysis_lib.stats.verdicts.verdict_row` gives a test row: CI and p-value."""
     outcome = verdict_from_interval(row["ci_low"], row["ci_high"], expected)
     p = row.get("p_adj", row.get("pvalue", np.nan))
-    return outcome if outcome == "inconclusive" or p < alpha else "inconclusive"
+    return outcome if outcome in ("inconclusive", NOT_TESTED) or p < alpha else "inconclusive"
 
 
 def normalisation_verdict(tests: pd.DataFrame, metric: str, *, claim: str, source: str,

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..runs.grid import expand_grid
 from ..stats.effects import mean_ci
-from ..stats.verdicts import verdict_from_interval, verdict_row, verdict_within
+from ..stats.verdicts import NOT_TESTED, verdict_from_interval, verdict_row, verdict_within
 from ..training.schedules import probe_steps
 from ..validation import ConfigError, check_choice, check_fraction, check_int, check_subset
 
@@ -200,7 +200,8 @@ def pca_verdicts(table: pd.DataFrame, *, top: int, margin: float, n_boot: int = 
         text = "; ".join(f"PC{r.component}: {r.mean + reference[(start, r.component)]:.3g} vs "
                          f"{reference[(start, r.component)]:.3g} (Δ [{r.ci_low:.2g}, {r.ci_high:.2g}])"
                          for r in g.itertuples())
-        outcome = "no" if "no" in outcomes else "yes" if set(outcomes) == {"yes"} else "inconclusive"
+        outcome = ("no" if "no" in outcomes else "yes" if set(outcomes) == {"yes"}
+                   else NOT_TESTED if set(outcomes) <= {NOT_TESTED} else "inconclusive")
         rows.append({"claim": f"Explained-variance ratios follow the random walk, 6/(π²k²) in the limit "
                               f"(±{margin:g}, {window})", "source": source, "measured": text,
                      "n": int(m["n"]), "reproduced": outcome})

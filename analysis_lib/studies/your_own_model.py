@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..stats.effects import mean_ci
-from ..stats.verdicts import share_verdict, verdict_from_interval
+from ..stats.verdicts import NOT_TESTED, share_verdict, verdict_from_interval
 from ..validation import check_fraction, check_int, check_seeds, fail
 from .edge_of_stability import hover_verdict, stability_table
 
@@ -83,7 +83,7 @@ def verdict_rows(summary: pd.DataFrame, edge: pd.DataFrame, *, threshold: float,
     for lr in sorted(summary["lr"].unique()):
         if lr not in rise.index:
             rows.append({"claim": f"λ_max grows during training (η = {lr:g})", "source": SOURCE,
-                         "measured": "no run recorded λ_max", "n": 0, "reproduced": "inconclusive"})
+                         "measured": "no run recorded λ_max", "n": 0, "reproduced": NOT_TESTED})
             continue
         r = rise.loc[lr]
         ci = f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}]"

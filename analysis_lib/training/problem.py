@@ -272,15 +272,32 @@ def to_device(data: Any, device, dtype: torch.dtype) -> Any:
 def final_models(result, run_ids=None):
     """``(run_id, config, model, problem)`` at the final weights of each stored run that has them.
 
-    ``result`` is what :func:`analysis_lib.runs.execute.run_grid` returned; runs that failed or
-    kept no ``final`` checkpoint (no ``weights`` probe) are skipped. The model is in eval mode.
+    ``result`` is what :func:`analysis_lib.runs.execute.run_grid` returned; runs that diverged
+    (their final weights are not finite) or failed, or kept no ``final`` checkpoint (no
+    ``weights`` probe), are skipped. The model is in eval mode.
     """
-    finished = set(result.runs.loc[result.runs["status"] != "failed", "run_id"])
+    finished = set(result.runs.loc[result.runs["status"] == "finished", "run_id"])
     for rid in dict.fromkeys(result.runs["run_id"] if run_ids is None else run_ids):
         state = result.store.load_checkpoint(rid, "final") if rid in finished else None
         if state is not None:
             config = result.configs[rid]
             yield rid, config, config.build_model(state).eval(), config_problem(config)
+
+
+def no_final_models(result, what: str) -> list[str]:
+    """Why no run gave final weights: a warning when none finished, else a ValueError.
+
+    Returns:
+        The label columns (``run_id``, the conditions, ``seed``) of the empty table to return.
+    """
+    import warnings
+
+    if (result.runs["status"] == "finished").any():
+        raise ValueError(f"{what}: no finished run has a 'final' checkpoint: add 'weights' to probes.names")
+    warnings.warn(f"{what}: no run finished (all diverged or failed); nothing to compute", RuntimeWarning,
+                  stacklevel=3)
+    conditions = list(dict(next(iter(result.configs.values())).conditions)) if result.configs else []
+    return ["run_id", *conditions, "seed"]
 
 
 def config_problem(config) -> "Problem":

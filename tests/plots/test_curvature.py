@@ -82,9 +82,10 @@ def test_sharpness_of_another_metric_or_without_a_mapping_has_no_edge():
     assert all(not _edges(ax) for ax in fig.axes)
 
 
-def test_sharpness_refuses_a_missing_metric():
-    with pytest.raises(ValueError, match="no rows with metric='hessian_trace'"):
-        C.plot_sharpness(_metrics(), col="lr", metric="hessian_trace", learning_rates=LEARNING_RATES)
+def test_sharpness_without_the_metric_says_so_in_the_figure_and_a_warning():
+    with pytest.warns(UserWarning, match="no rows with metric='hessian_trace'"):
+        fig = C.plot_sharpness(_metrics(), col="lr", metric="hessian_trace", learning_rates=LEARNING_RATES)
+    assert "Nothing to draw: no rows with metric='hessian_trace'" in fig.axes[0].texts[0].get_text()
 
 
 def _spectra() -> pd.DataFrame:

@@ -111,3 +111,14 @@ def test_summary_block_of_a_failed_or_unfinished_study():
     assert '<p class="failed">This study failed: cell 3: &lt;ValueError&gt;</p>' in failed
     assert "No verdict: the notebook did not finish." in failed
     assert "claims reproduced" not in failed
+
+
+def test_smoke_renders_carry_a_banner_and_not_tested_rows_are_counted():
+    assert RENDER["param_set"] == "smoke"
+    summary = {**SUMMARY, "verdict": [*SUMMARY["verdict"], {"claim": "c", "source": "s", "measured": "m", "n": 0,
+                                                            "reproduced": "not tested"}]}
+    block = study_summary_html("07-x", summary, RENDER)
+    assert "smoke parameters: a pipeline check, not a result" in block
+    assert "1 of 2 claims reproduced, 1 not tested" in block and 'class="not-tested"' in block
+    assert "not tested: no data reached the claim" in block  # the rule is stated beside the table
+    assert "smoke parameters" not in study_summary_html("07-x", summary, {**RENDER, "param_set": "default"})

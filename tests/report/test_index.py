@@ -45,6 +45,7 @@ def test_index_lists_a_diverged_run_as_diverged_with_provenance(tmp_path):
     assert "abcdef0 (modified" in sweep and "0123456 (modified" not in calm
     for expected in ("smoke", "12.3 s", "python 3.11.7, torch 2.13.0"):
         assert expected in sweep
+    assert "smoke parameters: a pipeline check, not a result" in sweep
 
 
 def test_index_escapes_titles_and_links_only_existing_files(tmp_path):

@@ -20,7 +20,7 @@ from analysis_lib.stats.verdicts import share_verdict, verdict_from_interval, ve
     (-0.1, 0.5, "positive", "inconclusive"),
     (-0.5, -0.1, "negative", "yes"),
     (0.1, 0.5, "negative", "no"),
-    (float("nan"), 0.5, "positive", "inconclusive"),
+    (float("nan"), 0.5, "positive", "not tested"),
 ])
 def test_verdict_from_interval(low, high, expected, outcome):
     assert verdict_from_interval(low, high, expected) == outcome
@@ -38,12 +38,22 @@ def test_verdict_rows_and_table():
 
 
 @pytest.mark.parametrize("flags, expected", [
-    ([True, True], "yes"), ([True, False], "partly"), ([False, False], "no"), ([], "inconclusive")])
+    ([True, True], "yes"), ([True, False], "partly"), ([False, False], "no"), ([], "not tested")])
 def test_share_verdict(flags, expected):
     assert share_verdict(pd.Series(flags, dtype=bool)) == expected
 
 
 @pytest.mark.parametrize("low, high, expected", [
-    (0.9, 1.1, "yes"), (1.3, 1.5, "no"), (0.5, 0.7, "no"), (0.7, 0.9, "inconclusive"), (math.nan, 1.0, "inconclusive")])
+    (0.9, 1.1, "yes"), (1.3, 1.5, "no"), (0.5, 0.7, "no"), (0.7, 0.9, "inconclusive"), (math.nan, 1.0, "not tested")])
 def test_verdict_within_an_equivalence_band(low, high, expected):
     assert verdict_within(low, high, 0.8, 1.2) == expected
+
+
+def test_a_verdict_without_data_is_not_tested():
+    rows = [{"claim": "a", "source": "s", "measured": "d = 0.4 [0.1, 0.7]", "n": 5, "reproduced": "yes"},
+            {"claim": "b", "source": "s", "measured": "no run qualified", "n": 0, "reproduced": "no"}]
+    table = verdict_table(rows, runs={"finished": 5, "diverged": 1, "failed": 0})
+    assert table["reproduced"].tolist() == ["yes", "not tested"]  # n = 0 never reads as yes or no
+    none_finished = verdict_table(rows, runs={"finished": 0, "diverged": 4, "failed": 2})
+    assert set(none_finished["reproduced"]) == {"not tested"}
+    assert none_finished["measured"].iloc[0].startswith("not tested: none of 6 runs finished (4 diverged, 2 failed)")

@@ -91,7 +91,7 @@ def _hover(rows):
 
 
 @pytest.mark.parametrize("low, high, outcome", [(0.95, 1.05, "yes"), (0.5, 0.7, "no"), (1.2, 1.4, "no"),
-                                                (0.85, 1.0, "inconclusive"), (math.nan, 1.0, "inconclusive")])
+                                                (0.85, 1.0, "inconclusive"), (math.nan, 1.0, "not tested")])
 def test_hover_verdict(low, high, outcome):
     row = study.hover_verdict(_hover([(0.1, "hover_ratio", (low + high) / 2, low, high, 3)]), 0.1, 0.1)
     assert row["reproduced"] == outcome and row["n"] == 3 and "η = 0.1" in row["claim"]
@@ -100,7 +100,7 @@ def test_hover_verdict(low, high, outcome):
 def test_hover_verdict_without_a_run_at_the_edge():
     row = study.hover_verdict(_hover([(0.1, "hover_ratio", 1.0, 0.95, 1.05, 3)]), 0.05, 0.1)
     assert row == {"claim": "... then hovers at 2/η (η = 0.05)", "source": study.SOURCE,
-                   "measured": "no run reached the edge", "n": 0, "reproduced": "inconclusive"}
+                   "measured": "no run reached the edge", "n": 0, "reproduced": "not tested"}
 
 
 def _arms():
@@ -166,7 +166,7 @@ def test_verdict_rows_on_a_small_design():
     assert len(table) == 1 + 2 + 1 + 2 + 1  # sharpening, one hover row per η, loss, SGD rows, warm-up rows
     assert table["reproduced"].tolist() == [
         "partly",  # 4 of 6 runs reached
-        "inconclusive",  # η = 0.05: one run at the edge, no interval
+        "not tested",  # η = 0.05: one run at the edge, no interval
         "yes",  # η = 0.1: hover ratios about 1.0, well inside [0.9, 1.1]
         "yes",  # the loss fell in all 4 runs at the edge
         "yes", "inconclusive",  # SGD below the edge; the second CI straddles 0

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ...stats.verdicts import verdict_from_interval, verdict_row
+from ...stats.verdicts import NOT_TESTED, verdict_from_interval, verdict_row
 from .contrasts import find
 
 CLAIM1 = "Li et al. 2024, fast vs slow thinking (claim 1)"
@@ -29,7 +29,7 @@ def _ratio(row: pd.Series) -> str:
 
 def _missing(claim: str, source: str, what: str) -> dict:
     return {"claim": claim, "source": source, "measured": f"no comparable {what}", "n": 0,
-            "reproduced": "inconclusive"}
+            "reproduced": NOT_TESTED}
 
 
 def _ratio_row(claim: str, source: str, row: pd.Series | None, name: str, extra: str = "",
