@@ -108,13 +108,19 @@ def scrub(text: str, replacements: dict[str, str]) -> str:
     return text
 
 
-def portable_notebook(nb, study_ipynb: Path, executed: Path, reports_root: Path) -> None:
-    """Rewrite an executed notebook in place so it holds no absolute path of this machine."""
+def portable_notebook(nb, study_ipynb: Path, executed: Path, reports_root: Path,
+                      moved: dict[str, str] | None = None) -> None:
+    """Rewrite an executed notebook in place so it holds no absolute path of this machine.
+
+    ``moved`` maps folders the notebook ran in to where its files end up (a render's staging
+    folder -> the reports folder); they are rewritten first.
+    """
     meta = nb.metadata.get("papermill", {})
     if meta:
         meta["input_path"] = shown_path(study_ipynb, reports_root)
         meta["output_path"] = shown_path(executed, reports_root)
-    replacements = machine_paths(reports_root)
+        meta.pop("cwd", None)
+    replacements = {**(moved or {}), **machine_paths(reports_root)}
     for cell in nb.cells:
         cell.source = scrub(cell.source, replacements)
         for output in cell.get("outputs", []):

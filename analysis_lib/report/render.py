@@ -5,8 +5,11 @@ papermill executes ``notebooks/<study>.ipynb`` with a YAML parameter set -> the 
 ``reports/<study>/render.json`` -> self-contained HTML with code folded and the verdict on top
 ``reports/<study>.html`` (:mod:`.html`) -> one ``reports/index.html`` for all studies
 (:mod:`.index`) and ``reports/claims.html``, the claims the verdicts cite (:mod:`.claims`).
-Every file is written to a temporary name and moved into place with ``os.replace``, so a reader
-(or a web server) never sees a half-written report.
+A render runs in a staging folder ``<reports>/.staging-<study>-<id>/`` (the kernel's working
+directory), and only when it has finished, successfully or with a failing cell, are the study's
+folder, executed notebook and HTML moved into place with ``os.replace``: a killed or interrupted
+render leaves the previous report, its folder and its index entry as they were. Staging folders
+of killed renders are removed by the next render once they are an hour old.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -76,15 +80,18 @@ def error_summary(exc: BaseException) -> str:
 
 
 def _execute(
-    study_ipynb: Path, executed: Path, parameters: dict, kernel_name: str
+    study_ipynb: Path, executed: Path, parameters: dict, kernel_name: str, published: Path | None = None,
+    reports_root: Path | None = None,
 ) -> Exception | None:
     """Run papermill into a temp file, make it portable, move it to ``executed``.
 
-    The kernel runs in the reports folder (``executed.parent``), where ``output_dir`` is relative.
+    The kernel runs in ``executed.parent`` (the staging folder), where ``output_dir`` is
+    relative. ``published`` is where the executed notebook will end up, in ``reports_root``.
 
     Returns:
         The error papermill raised (a failing cell), or None.
     """
+    published, reports_root = published or executed, reports_root or executed.parent
     for name, value in KERNEL_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)  # the kernel inherits this process's environment
     partial = executed.with_name(f".{executed.stem}.partial.ipynb")
@@ -102,7 +109,8 @@ def _execute(
         raise
     if partial.exists():
         nb = nbformat.read(partial, as_version=4)
-        portable_notebook(nb, study_ipynb, executed, executed.parent)
+        moved = {str(executed.parent.resolve()): str(reports_root.resolve())}
+        portable_notebook(nb, study_ipynb, published, reports_root, moved)
         nbformat.write(nb, partial)
         os.replace(partial, executed)
     else:  # nothing ran: do not leave an older report looking current
@@ -184,27 +192,60 @@ def render_study(
     nb_dir, out_root = notebooks_dir_or_default(notebooks_dir), reports_dir_or_default(reports_dir)
     check_study(study, nb_dir)
     params_file = params_path(study, param_set, nb_dir)
-    out_dir = out_root / study
     parameters = _study_parameters(params_file, study, extra_parameters)  # relative to the kernel's cwd
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    study_ipynb, executed = nb_dir / f"{study}.ipynb", out_root / f"{study}.ipynb"
-    started, t0 = datetime.now(timezone.utc), time.perf_counter()
-    error = _execute(study_ipynb, executed, parameters, kernel_name)
-    record = _render_record(study, param_set, parameters, error, started, t0) | {
-        "kernel_name": kernel_name, "params_file": shown_path(params_file, out_root),
-        "extra_parameters": extra_parameters or {},
-        "command": papermill_command(study_ipynb, executed, params_file, out_root, study,
-                                     extra_parameters, kernel_name),
-    }
-    export_error = _publish(executed, record)
-    if export_error and not error:  # a failing cell is the more useful error to report
-        error = export_error
-        record.update(status="failed", error=error_summary(export_error))
-    write_atomic(out_dir / "render.json", json.dumps(record, indent=2, default=str) + "\n")
+    out_root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_stages(out_root)
+    stage = out_root / f".staging-{study}-{uuid.uuid4().hex[:8]}"
+    (stage / study).mkdir(parents=True)
+    try:
+        study_ipynb, executed = nb_dir / f"{study}.ipynb", stage / f"{study}.ipynb"
+        published = out_root / f"{study}.ipynb"
+        started, t0 = datetime.now(timezone.utc), time.perf_counter()
+        error = _execute(study_ipynb, executed, parameters, kernel_name, published, out_root)
+        record = _render_record(study, param_set, parameters, error, started, t0) | {
+            "kernel_name": kernel_name, "params_file": shown_path(params_file, out_root),
+            "extra_parameters": extra_parameters or {},
+            "command": papermill_command(study_ipynb, published, params_file, out_root, study,
+                                         extra_parameters, kernel_name),
+        }
+        export_error = _publish(executed, record)
+        if export_error and not error:  # a failing cell is the more useful error to report
+            error = export_error
+            record.update(status="failed", error=error_summary(export_error))
+        write_atomic(stage / study / "render.json", json.dumps(record, indent=2, default=str) + "\n")
+        _move_into_place(stage, out_root, study)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     if error:
         raise error
     return record
+
+
+def _move_into_place(stage: Path, out_root: Path, study: str) -> None:
+    """Replace the study's folder, executed notebook and HTML by the staged ones, each by one rename."""
+    folder, trash = out_root / study, out_root / f".old-{study}-{uuid.uuid4().hex[:8]}"
+    if folder.exists():
+        os.replace(folder, trash)
+    os.replace(stage / study, folder)
+    for suffix in (".ipynb", ".html"):
+        staged, final = stage / f"{study}{suffix}", out_root / f"{study}{suffix}"
+        if staged.exists():
+            os.replace(staged, final)
+        else:  # nothing ran: do not leave an older page looking current
+            final.unlink(missing_ok=True)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _remove_stale_stages(out_root: Path, max_age: float = 3600) -> None:
+    """Remove staging and old folders of killed renders once they are ``max_age`` seconds old."""
+    now = time.time()
+    for p in out_root.glob(".*"):
+        if p.is_dir() and p.name.startswith((".staging-", ".old-")):
+            try:
+                if now - p.stat().st_mtime > max_age:
+                    shutil.rmtree(p, ignore_errors=True)
+            except FileNotFoundError:
+                continue
 
 
 def build_index(

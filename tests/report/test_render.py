@@ -139,3 +139,34 @@ def test_recorded_command_reproduces_the_render(rendered, tmp_path):
                    cwd=project_root(), env={**os.environ, "ANALYSIS_LIB_REPORTS": str(tmp_path)},
                    check=True, capture_output=True)
     assert json.loads((tmp_path / "02-fake" / "summary.json").read_text()) == first
+
+
+def test_a_render_killed_mid_way_leaves_the_previous_report_and_index_intact(tmp_path):
+    import signal
+    import time
+
+    from analysis_lib.report.render import build_index
+
+    nb_dir, reports = tmp_path / "notebooks", tmp_path / "reports"
+    slow = "import os, time\ntime.sleep(float(os.environ.get('FAKE_STUDY_SLEEP', '0')))"
+    write_fake_study(nb_dir, "03-slow", {"default": {"title": "first render"}}, extra_cells=[slow])
+    render_study("03-slow", "default", notebooks_dir=nb_dir, reports_dir=reports)
+    build_index(reports, notebooks_dir=nb_dir)
+    before = {p.relative_to(reports): p.read_bytes() for p in reports.rglob("*")
+              if p.is_file() and not any(part.startswith(".") for part in p.relative_to(reports).parts)}
+    code = ("import sys; from analysis_lib.report.render import render_study; "
+            "render_study('03-slow', 'default', notebooks_dir=sys.argv[1], reports_dir=sys.argv[2], "
+            "extra_parameters={'title': 'second render'})")
+    render = subprocess.Popen([sys.executable, "-c", code, str(nb_dir), str(reports)], start_new_session=True,
+                              env={**os.environ, "FAKE_STUDY_SLEEP": "120"}, cwd=project_root())
+    deadline = time.time() + 60
+    while not list(reports.glob(".staging-03-slow-*/03-slow/curve.png")) and time.time() < deadline:
+        time.sleep(0.2)  # the kernel is past the figure cell, inside the sleeping one
+    assert list(reports.glob(".staging-03-slow-*/03-slow/curve.png")), "the second render never started"
+    os.killpg(render.pid, signal.SIGKILL)  # the renderer and its kernel
+    render.wait(timeout=30)
+    after = {p.relative_to(reports): p.read_bytes() for p in reports.rglob("*")
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(reports).parts)}
+    assert after == before  # the report, its folder, the executed notebook and the index are as they were
+    assert "first render" in (reports / "03-slow.html").read_text()
+    assert not [p for p in reports.iterdir() if p.name.endswith(".partial.ipynb")]
