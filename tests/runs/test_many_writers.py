@@ -139,3 +139,25 @@ def test_a_read_only_store_is_refused_before_training(tmp_path, monkeypatch):
             run_grid([tiny_config()], store_root=str(root))
     finally:
         root.chmod(0o755)
+
+
+def test_a_run_that_cannot_fit_is_refused_by_name_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(classifier, "train_classifier", lambda *a, **k: pytest.fail("trained before the check"))
+    huge = tiny_config(model={"width": 10**7})
+    with pytest.raises(ConfigError, match=r"model\.width=10000000: the run has about 1e\+14 parameters"):
+        run_grid([huge], store_root=str(tmp_path / "runs"))
+    monkeypatch.setenv("ANALYSIS_LIB_MEMORY_GB", "0.000001")  # a tiny limit, set on purpose
+    with pytest.raises(ConfigError, match="ANALYSIS_LIB_MEMORY_GB"):
+        run_grid([tiny_config()], store_root=str(tmp_path / "runs"))
+    monkeypatch.setenv("ANALYSIS_LIB_MEMORY_GB", "1e9")  # raised on purpose: the check lets it through
+    from analysis_lib.runs.guards import check_memory
+    check_memory([huge])
+
+
+def test_the_size_estimate_counts_the_parameters_of_the_built_model():
+    for model in ({"kind": "mlp", "depth": 3, "width": 16}, {"kind": "cnn", "depth": 2, "width": 6},
+                  {"kind": "mlp", "depth": 2, "width": 8, "norm": "layer", "residual": True}):
+        config = tiny_config(model=model)
+        built = sum(p.numel() for p in config.build_model().parameters())
+        estimate = config.size_estimate()["n_params"]
+        assert built <= estimate <= 1.5 * built, (model, built, estimate)
