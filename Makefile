@@ -55,8 +55,9 @@ test: venv browser lint ## lint, then run the tests (pytest exit 5, no tests col
 	exit $$rc
 
 # Exit 3 from browser_check.py means "no browser here": say so loudly, but do not fail the build.
-browser-check: venv browser ## open reports/ in headless chromium; screenshots in reports/screenshots/
-	@$(BIN)/python tests/report/browser_check.py reports --screenshots reports/screenshots; rc=$$?; \
+browser-check: venv browser ## open reports/ (or ANALYSIS_LIB_REPORTS) in headless chromium; screenshots beside them
+	@reports="$${ANALYSIS_LIB_REPORTS:-reports}"; \
+	$(BIN)/python tests/report/browser_check.py "$$reports" --screenshots "$$reports/screenshots"; rc=$$?; \
 	if [ $$rc -eq 3 ]; then echo "make browser-check: SKIPPED (see above), not passed" >&2; exit 0; fi; \
 	exit $$rc
 
@@ -68,7 +69,7 @@ report-full: venv ## render the studies that have a `full` parameter set (slow)
 
 lab: venv ## register the .venv kernel and open JupyterLab on notebooks/
 	$(BIN)/python -m ipykernel install --user --name analysis-lib --display-name "analysis-lib (.venv)"
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $$([ "$$(id -u)" -eq 0 ] && echo --allow-root)
 
 sync: venv ## re-pair every notebook with its py:percent file (jupytext --sync)
 	$(BIN)/jupytext --sync notebooks/*.ipynb

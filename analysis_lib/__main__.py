@@ -41,10 +41,18 @@ def _report_with_file(args: argparse.Namespace) -> int:
     if not args.study or len(args.study) != 1:
         raise ConfigError(f"invalid parameter --study={args.study!r}: --params-file needs exactly "
                           "one --study")
+    from analysis_lib.report.render import error_summary
+
     study = args.study[0]
     extra = read_params_file(args.params_file, study, args.notebooks_dir)
-    record = render_study(study, args.params, notebooks_dir=args.notebooks_dir,
-                          reports_dir=args.reports_dir, extra_parameters=extra)
+    try:
+        record = render_study(study, args.params, notebooks_dir=args.notebooks_dir,
+                              reports_dir=args.reports_dir, extra_parameters=extra)
+    except Exception as exc:  # a failing cell (e.g. a ConfigError from a bad value): one line, index rebuilt
+        index = build_index(args.reports_dir, notebooks_dir=args.notebooks_dir)
+        print(f"error: {study} ({args.params} + {args.params_file}) failed: {error_summary(exc)}; the executed "
+              f"notebook beside {index} shows it", file=sys.stderr)
+        return 1
     print(f"ok       {study} ({args.params} + {args.params_file}) {record['seconds']:7.1f} s")
     print(f"index: {build_index(args.reports_dir, notebooks_dir=args.notebooks_dir)}")
     return 0
@@ -78,10 +86,12 @@ def _runs(args: argparse.Namespace) -> int:
 
     store = RunStore(args.store)
     table = store.runs()
+    if args.failed:
+        table = table[table["status"].isin(["failed", "damaged", "incomplete"])]
     if table.empty:
-        print(f"no runs in {store.root}")
+        print(f"no {'failed ' if args.failed else ''}runs in {store.root}")
         return 0
-    print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}", na_rep=""))
     counts = ", ".join(f"{n} {status}" for status, n in table["status"].value_counts().items())
     print(f"{len(table)} runs in {store.root}: {counts}")
     return 0
@@ -157,6 +167,7 @@ def _add_sweep_and_runs(commands) -> None:
     sweep.set_defaults(func=_sweep)
     runs = commands.add_parser("runs", help="list the runs in the run store")
     runs.add_argument("--store", default=None, help="run store folder (default: data/runs)")
+    runs.add_argument("--failed", action="store_true", help="only failed, damaged or incomplete runs")
     runs.set_defaults(func=_runs)
 
 
@@ -173,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     # papermill's log_output streams each cell's output through the "papermill" logger.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+        return status
+    except BrokenPipeError:  # `runs | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -117,3 +117,58 @@ def test_parameter_file_needs_exactly_one_study(fake_study, tmp_path, capsys):
     params.write_text("title: x\n")
     assert main(["report", "--params-file", str(params), "--notebooks-dir", str(fake_study)]) == 1
     assert "--params-file needs exactly one --study" in capsys.readouterr().err
+
+
+def test_a_value_a_study_refuses_is_one_error_line_and_the_index_is_rebuilt(fake_study, tmp_path, capsys):
+    check = new_code_cell("from analysis_lib.validation import check_int\ncheck_int('n', n, 1)")
+    nb = nbformat.read(fake_study / f"{STUDY}.ipynb", as_version=4)
+    nb.cells.insert(2, check)
+    nbformat.write(nb, fake_study / f"{STUDY}.ipynb")
+    params = tmp_path / "bad-n.yaml"
+    params.write_text("n: 0\n")
+    reports = tmp_path / "reports"
+    assert main(["report", "--study", STUDY, "--params-file", str(params), "--notebooks-dir", str(fake_study),
+                 "--reports-dir", str(reports)]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "ConfigError: invalid parameter n=0" in err[0], err
+    assert (reports / "index.html").exists() and "Traceback" not in "\n".join(err)
+
+
+def test_runs_lists_conditions_status_and_the_error_of_failed_runs(tmp_path, capsys, monkeypatch):
+    from analysis_lib.training import classifier
+
+    store = tmp_path / "runs"
+    run_grid(expand_grid(BASE, {"train.lr": [0.1]}, seeds=[0]), store_root=str(store), progress=False)
+    monkeypatch.setattr(classifier, "train_classifier", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    run_grid(expand_grid(BASE, {"train.lr": [0.2]}, seeds=[0]), store_root=str(store), progress=False)
+    assert main(["runs", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "mlp w8 d2 | gaussian_mixture | sgd lr=0.1 bs=30 steps=12" in out and "RuntimeError: boom" in out
+    assert main(["runs", "--store", str(store), "--failed"]) == 0
+    failed = capsys.readouterr().out
+    assert "lr=0.2" in failed and "lr=0.1 " not in failed
+
+
+def test_runs_into_a_closed_pipe_says_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    store = tmp_path / "runs"
+    run_grid(expand_grid(BASE, {"train.lr": [0.01 * i for i in range(1, 30)]}, seeds=[0]), store_root=str(store),
+             progress=False)
+    cmd = f"{sys.executable} -m analysis_lib runs --store {store} | head -2"
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
+    assert len(out.stdout.splitlines()) == 2 and "BrokenPipeError" not in out.stderr, out.stderr
+
+
+def test_an_unreachable_scheduler_fails_within_seconds_naming_it():
+    import time
+
+    from analysis_lib.runs.executors import grid_executor
+    from analysis_lib.validation import ConfigError
+
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="scheduler='tcp://127.0.0.1:9'.*no Dask scheduler answered"):
+        with grid_executor(scheduler="tcp://127.0.0.1:9"):
+            pass
+    assert time.perf_counter() - start < 15

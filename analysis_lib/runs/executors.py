@@ -35,6 +35,7 @@ from ..validation import ConfigError
 DEFAULT_RETRIES = 2  # re-runs of a task whose worker died before it is recorded as failed
 BATCH_SCHEDULERS = ("slurm", "pbs")
 LOCAL = ("", "local")
+CONNECT_SECONDS = 5  # an unreachable scheduler address fails this fast
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://")
 
 
@@ -74,7 +75,13 @@ def grid_executor(workers: int = 1, scheduler: str = "", *, retries: int = DEFAU
     from distributed import Client
 
     if scheduler.startswith(_ADDRESS_PREFIXES):
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout=CONNECT_SECONDS)
+        except OSError as err:  # distributed raises OSError (TimeoutError) when nothing answers
+            raise ConfigError(f"invalid parameter scheduler={scheduler!r}: no Dask scheduler answered there within "
+                              f"{CONNECT_SECONDS} s ({type(err).__name__}); start one (`dask scheduler`) or use "
+                              "'' for this machine") from None
+        with client:
             yield client
         return
     with _started_cluster(workers, scheduler, retries) as cluster, Client(cluster) as client:

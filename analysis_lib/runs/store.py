@@ -48,6 +48,28 @@ LEFTOVER_SECONDS = 3600  # temporary folders and markers older than this belong 
 _LEFTOVERS = (".tmp-", ".old-", ".client-")
 
 
+RUN_LIST_COLUMNS = ["run_id", "kind", "status", "seed", "diverged_step", "seconds", "created", "conditions", "error"]
+
+
+def _short_config(config: dict | None) -> str:
+    """A run's main choices in one short string: ``mlp w64 d3 | mnist1d | sgd lr=0.1 bs=128 steps=500``."""
+    if not isinstance(config, dict):
+        return ""
+    model, data, train = (config.get(k) or {} for k in ("model", "data", "train"))
+    parts = []
+    if model:
+        name = model.get("kind") or model.get("name", "")
+        size = model.get("params", model)
+        parts.append(" ".join(str(x) for x in (name, f"w{size['width']}" if "width" in size else "",
+                                                f"d{size['depth']}" if "depth" in size else "") if x))
+    if data:
+        parts.append(str(data.get("name", "")))
+    if train:
+        parts.append(f"{train.get('optimizer', '')} lr={train.get('lr', '')} bs={train.get('batch_size', '')} "
+                     f"steps={train.get('steps', '')}")
+    return " | ".join(p for p in parts if p)
+
+
 class DamagedRun(Exception):
     """A run folder that cannot be read as it claims: ``rid`` and the ``problem``."""
 
@@ -306,18 +328,25 @@ class RunStore:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def runs(self) -> pd.DataFrame:
-        """One row per stored run: run_id, status, seed, diverged_step, seconds, created."""
+        """One row per stored run: run_id, kind, status, seed, diverged_step, seconds, created, conditions, error.
+
+        ``conditions`` are what the run's config sets (its model, data and training choices, in
+        short); ``error`` is the last line of a failed run's traceback or a damaged run's problem.
+        """
         rows = []
         for rid in self.run_ids():
             try:
                 meta = self.load_meta(rid) or {"status": "incomplete"}
             except DamagedRun as damage:
                 meta = {"status": "damaged", "error": damage.problem}
-            rows.append({"run_id": rid, "status": meta.get("status"), "seed": meta.get("seed"),
+            error = (meta.get("error") or "").strip().splitlines()
+            rows.append({"run_id": rid, "kind": (meta.get("config") or {}).get("kind", ""),
+                         "status": meta.get("status"), "seed": meta.get("seed"),
                          "diverged_step": meta.get("diverged_step"),
-                         "seconds": meta.get("timings", {}).get("total_seconds"),
-                         "created": meta.get("created")})
-        return pd.DataFrame(rows, columns=["run_id", "status", "seed", "diverged_step", "seconds", "created"])
+                         "seconds": (meta.get("timings") or {}).get("total_seconds"),
+                         "created": meta.get("created"), "conditions": _short_config(meta.get("config")),
+                         "error": error[-1][:160] if error else ""})
+        return pd.DataFrame(rows, columns=RUN_LIST_COLUMNS)
 
     def clear(self) -> int:
         """Delete every stored run (and leftover temporary folders); return how many runs went."""

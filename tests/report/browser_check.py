@@ -238,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("reports", type=Path)
     parser.add_argument("--screenshots", type=Path, default=None)
     args = parser.parse_args(argv)
+    if not (args.reports / "index.html").is_file():
+        print(f"error: no reports in {args.reports} (no index.html): run make report first", file=sys.stderr)
+        return 1
     reason = unavailable_reason()
     if reason:
         print(f"browser check SKIPPED: {reason}", file=sys.stderr)
