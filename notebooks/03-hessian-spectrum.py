@@ -87,7 +87,8 @@ out.save_figure("spectral_density", fig)
 
 # %%
 counts = study.outlier_counts(final)
-fig = training_plots.plot_run_values(counts, x="n_classes", hue="dataset", ylabel="outliers (largest log gap)")
+fig = training_plots.plot_run_values(counts, x="n_classes", hue="dataset", ylabel="outliers (largest log gap)",
+                                     references=study.OUTLIER_REFERENCES)
 out.save_figure("outliers_vs_classes", fig)
 
 # %%

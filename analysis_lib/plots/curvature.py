@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Mapping
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import FixedLocator, NullLocator
 
-from .style import or_note, require_metric
+from .style import axis_label, or_note, require_metric
 
 
 @or_note
@@ -37,7 +39,7 @@ def plot_sharpness(df: pd.DataFrame, *, col: str = "lr", hue: str = "seed", metr
             ax.legend(loc="lower right", fontsize=8)
     if logy:
         grid.set(yscale="log")
-    grid.set_axis_labels("step", metric)
+    grid.set_axis_labels("step", axis_label(metric))
     return grid.figure
 
 
@@ -74,7 +76,17 @@ def plot_spectral_density(density: pd.DataFrame, *, col: str, hue: str) -> plt.F
     grid.set(yscale="log")
     linthresh = max(1e-3, float(density["eigenvalue"].abs().quantile(0.5)))
     top = float(density["density"].quantile(0.99)) * 3  # the spike at 0 would flatten everything else
+    # Ticks at 0 and at whole decades at least 5× the linear threshold: the decades next to the
+    # threshold sit right beside 0 on a symlog axis, and their labels would overprint.
+    reach = float(density["eigenvalue"].abs().max())
+    decades = [10.0**k for k in range(int(np.floor(np.log10(5 * linthresh))), int(np.ceil(np.log10(reach))) + 1)
+               if 5 * linthresh <= 10.0**k <= reach]
+    ticks = sorted({0.0, *decades, *(-d for d in decades)})
     for ax in grid.axes.flat:
         ax.set_xscale("symlog", linthresh=linthresh)
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.tick_params(axis="x", labelsize=8)
         ax.set_ylim(top * 1e-6, top)
+    grid.set_axis_labels("eigenvalue λ (symmetric log)", "spectral density")
     return grid.figure

@@ -78,10 +78,23 @@ def plot_surface_maps(surfaces: pd.DataFrame, *, col: str | None = None, metric:
     low = float(sub["value"].min())
     grid_levels = np.geomspace(max(low, 1e-3), top, levels) if log_levels else np.linspace(low, top, levels)
     fig = plt.figure(figsize=(3.4 * len(panels) + 0.8, 3.3), layout="constrained")
+    art = None
     for i, value in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1, projection="3d" if kind == "3d" else None)
         one = sub if col is None else sub[sub[col] == value]
-        art = _panel(ax, one, kind, grid_levels, "" if col is None else f"{col} = {value}")
+        title = "" if col is None else f"{col} = {value}"
+        lo, hi = float(one["value"].min()), float(one["value"].max())
+        panel_levels, shared = grid_levels, True
+        inside = ((grid_levels >= lo) & (grid_levels <= hi)).sum()
+        if len(panels) > 1 and inside <= 1:  # the shared levels would leave this panel blank
+            own_top = float(np.quantile(one["value"], 0.9))
+            if own_top > lo:
+                panel_levels, shared = np.linspace(lo, own_top, levels), False
+                title += f"\n(own levels {lo:.3g}–{own_top:.3g}: off the shared scale)"
+            else:
+                title += f"\n(flat: every point {lo:.3g})"
+        drawn = _panel(ax, one, kind, panel_levels, title)
+        art = drawn if shared or art is None else art  # the colour bar shows the shared levels
     fig.colorbar(art, ax=fig.axes, shrink=0.8, label=metric + (" (log-spaced levels)" if log_levels else ""))
     return fig
 

@@ -37,6 +37,24 @@ def layers_in_order(df: pd.DataFrame, layers: Sequence[str] | None) -> list[str]
     return [layer for layer in order if layer != "model"] if layers is None else list(layers)
 
 
+# Axis labels in words (and units where the quantity has them); losses are in the loss's own units
+# (nats for cross-entropy).
+LABELS = {
+    "lambda_max": "λ_max, top Hessian eigenvalue", "hessian_trace": "tr H, Hessian trace",
+    "train_loss": "training loss", "test_loss": "test loss", "batch_loss": "mini-batch loss",
+    "train_acc": "training accuracy", "test_acc": "test accuracy",
+    "grad_norm": "gradient norm ‖g‖₂", "weight_norm": "weight norm ‖θ‖₂",
+    "update_ratio": "update-to-weight ratio ‖Δθ‖ / ‖θ‖", "rotation": "layer rotation (cosine distance from init)",
+    "dist_init": "distance from initialisation ‖θ − θ₀‖", "grad_overlap": "gradient share in the top-k eigenspace",
+    "grad_snr": "gradient signal-to-noise ratio",
+}
+
+
+def axis_label(metric: str) -> str:
+    """Words for a metric's axis (``"lambda_max"`` -> ``"λ_max, top Hessian eigenvalue"``); the name otherwise."""
+    return LABELS.get(metric, metric.replace("_", " "))
+
+
 class NoData(ValueError):
     """A figure's data has no rows to draw (e.g. every run diverged before the metric was recorded)."""
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .style import ci_band, layers_in_order, or_note, require_metric
+from .style import axis_label, ci_band, layers_in_order, or_note, require_metric
 
 _ERRORBAR = ci_band  # vectorised: seaborn's own bootstrap loops in Python and dominated rendering
 
@@ -30,8 +30,8 @@ def plot_metric_over_training(df: pd.DataFrame, metric: str, *, hue: str, layers
                        height=2.6, aspect=1.2, facet_kws={"sharey": False})
     if logy:
         grid.set(yscale="log")
-    grid.set_axis_labels("step", metric)
-    grid.figure.suptitle(f"{metric} per layer over training", y=1.02)
+    grid.set_axis_labels("step", axis_label(metric))
+    grid.figure.suptitle(f"{axis_label(metric)} per layer over training", y=1.02)
     return grid.figure
 
 
@@ -58,10 +58,13 @@ def plot_layer_profile(df: pd.DataFrame, metrics: str | Sequence[str], *, hue: s
 
 @or_note
 def plot_run_values(df: pd.DataFrame, *, x: str, hue: str | None = None, col: str | None = None,
-                    ylabel: str = "", band: tuple[float, float] | None = None) -> plt.Figure:
+                    ylabel: str = "", band: tuple[float, float] | None = None,
+                    references: dict | None = None) -> plt.Figure:
     """One dot per run (``value`` column) by condition ``x``, with the mean and its 95% CI.
 
-    ``band`` shades a reference interval, e.g. an equivalence margin fixed in advance.
+    ``band`` shades a reference interval, e.g. an equivalence margin fixed in advance;
+    ``references`` maps a label to ``f(x value) -> y``, drawn as a short line at every category
+    (e.g. ``{"count = C": lambda c: c}`` on an axis of class counts).
     """
     grid = sns.catplot(data=df, x=x, y="value", hue=hue, col=col, kind="strip", alpha=0.6,
                        height=3.0, aspect=1.1, dodge=hue is not None)
@@ -71,6 +74,15 @@ def plot_run_values(df: pd.DataFrame, *, x: str, hue: str | None = None, col: st
     if band is not None:
         for ax in grid.axes.flat:
             ax.axhspan(*band, color="0.85", zorder=0)
+    for ax in grid.axes.flat:
+        handles = []
+        for (label, f), style in zip((references or {}).items(), ("--", ":", "-.")):
+            for i, tick in enumerate(ax.get_xticklabels()):
+                line = ax.hlines(f(float(tick.get_text())), i - 0.4, i + 0.4, colors="0.3", linestyles=style,
+                                 label=label)
+            handles.append(line)
+        if handles:  # only the reference lines: the hue legend stays beside the grid
+            ax.legend(handles=handles, fontsize=7, loc="upper left", framealpha=0.8)
     grid.set_axis_labels(x, ylabel)
     return grid.figure
 

@@ -22,6 +22,9 @@ from ..stats.verdicts import NOT_TESTED, share_verdict, verdict_row
 from ..training.data import class_count
 from ..validation import check_fraction, check_includes, check_int
 
+# The reference lines of the outliers-against-classes figure: the counts the claim allows.
+OUTLIER_REFERENCES = {"count = C": lambda c: c, "count = C − 1": lambda c: c - 1}
+
 TITLE = "Hessian spectra: bulk, outliers and the gradient's tiny subspace"
 QUESTION = "Does the Hessian have about C outliers over a bulk, and does the gradient live in the top-C subspace?"
 SAGUN = "Sagun et al. 2018 (claim 5)"

@@ -45,7 +45,7 @@ def test_sharpness_draws_the_edge_in_each_panel_of_one_eta():
     gd = _metrics(RUNS[:4])
     fig = C.plot_sharpness(gd, col="lr", learning_rates=LEARNING_RATES)
     assert [ax.get_title() for ax in fig.axes] == ["lr = 0.05", "lr = 0.1"]
-    assert fig.axes[0].get_xlabel() == "step" and fig.axes[0].get_ylabel() == "lambda_max"
+    assert fig.axes[0].get_xlabel() == "step" and fig.axes[0].get_ylabel() == "λ_max, top Hessian eigenvalue"
     for ax, eta in zip(fig.axes, (0.05, 0.1)):
         lines = _curves(ax)
         assert len(lines) == 2  # one per seed
@@ -77,7 +77,7 @@ def test_sharpness_of_another_metric_or_without_a_mapping_has_no_edge():
     fig = C.plot_sharpness(_metrics(RUNS[:4]), col="lr", metric="batch_loss", learning_rates=LEARNING_RATES,
                            logy=True)
     assert all(not _edges(ax) and ax.get_yscale() == "log" for ax in fig.axes)
-    assert fig.axes[0].get_ylabel() == "batch_loss" and all(len(_curves(ax)) == 2 for ax in fig.axes)
+    assert fig.axes[0].get_ylabel() == "mini-batch loss" and all(len(_curves(ax)) == 2 for ax in fig.axes)
     fig = C.plot_sharpness(_metrics(RUNS[:4]), col="lr")
     assert all(not _edges(ax) for ax in fig.axes)
 
@@ -131,4 +131,4 @@ def test_spectral_density_one_line_per_run_on_symlog_axes():
         assert ax.get_xscale() == "symlog" and ax.get_yscale() == "log"
         top = float(density["density"].quantile(0.99)) * 3
         assert ax.get_ylim() == pytest.approx((top * 1e-6, top))
-    assert fig.axes[0].get_xlabel() == "eigenvalue" and fig.axes[0].get_ylabel() == "density"
+    assert fig.axes[0].get_xlabel() == "eigenvalue λ (symmetric log)" and fig.axes[0].get_ylabel() == "spectral density"

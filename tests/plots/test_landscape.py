@@ -152,3 +152,12 @@ def test_summary_values_one_dot_per_run_per_panel():
 def test_summary_values_refuse_a_missing_metric():
     with pytest.raises(ValueError, match="no rows with metric='sharpness'"):
         L.plot_summary_values(_summaries(), x="batch", metric="sharpness")
+
+
+def test_a_panel_off_the_shared_levels_gets_its_own_and_says_so():
+    low = _surfaces()[lambda d: d["normalization"] == "filter"]
+    high = low.assign(normalization="shifted", value=low["value"] + 100.0)  # all above the shared top level
+    fig = L.plot_surface_maps(pd.concat([low, high]), col="normalization")
+    titles = [ax.get_title() for ax in _panels(fig)]
+    assert "own levels 100–103" in titles[1]  # shared levels would have drawn at most one line on it
+    assert all(ax.collections for ax in _panels(fig))  # no blank panel

@@ -35,14 +35,14 @@ def _curves(ax) -> list:
 def test_metric_over_training_has_one_panel_per_layer_and_one_line_per_hue_level():
     fig = T.plot_metric_over_training(_metrics(), "grad_norm", hue="optimizer")
     assert [ax.get_title() for ax in fig.axes] == [f"layer = {layer}" for layer in LAYERS]  # no model panel
-    assert fig.axes[0].get_xlabel() == "step" and fig.axes[0].get_ylabel() == "grad_norm"
+    assert fig.axes[0].get_xlabel() == "step" and fig.axes[0].get_ylabel() == "gradient norm ‖g‖₂"
     for ax in fig.axes:
         lines = _curves(ax)
         assert len(lines) == 2 and all(list(line.get_xdata()) == [0, 10, 20] for line in lines)
         assert len(ax.collections) == 2  # one 95% band per line
     fc1 = sorted(line.get_ydata()[0] for line in _curves(fig.axes[0]))
     assert fc1 == pytest.approx([2.0, 7.0])  # mean over seeds at step 0: sgd 1 + 1, adam 1 + 1 + 5
-    assert "grad_norm" in fig._suptitle.get_text()
+    assert "gradient norm" in fig._suptitle.get_text()
 
 
 def test_metric_over_training_of_a_whole_model_metric_and_chosen_layers():
