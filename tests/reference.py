@@ -67,8 +67,11 @@ def fd_hessian(model: nn.Module, loss_fn: Callable, inputs, targets, params: Seq
                step: float = 1e-5) -> torch.Tensor:
     """The Hessian by central differences of autograd gradients (for LayerNorm models), float64."""
     loss = loss_at(model, loss_fn, inputs, targets, params)
-    theta = flat_params(model, params)
+    return central_difference_hessian(loss, flat_params(model, params), step)
 
+
+def central_difference_hessian(loss: Callable, theta: torch.Tensor, step: float = 1e-5) -> torch.Tensor:
+    """(dim, dim) Hessian of ``loss(flat)`` at ``theta`` by central differences of its autograd gradient."""
     def grad(flat: torch.Tensor) -> torch.Tensor:
         flat = flat.clone().requires_grad_(True)
         return torch.autograd.grad(loss(flat), flat)[0]

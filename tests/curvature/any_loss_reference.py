@@ -1,10 +1,11 @@
 """Dense float64 references for losses other than plain classification, built independently of analysis_lib.
 
-Nothing here imports ``analysis_lib``. The reference concatenates every batch of ``data`` into one
-dataset itself (:func:`concatenate`), flattens the chosen parameters itself (:func:`flat_parameters`),
-evaluates the model through ``torch.func.functional_call`` on a private copy and computes the loss of
-the concatenated data with its own plain-torch losses (:func:`token_cross_entropy`,
-:func:`squared_error`, :func:`weighted_squared_error`). It then differentiates twice:
+Nothing here imports ``analysis_lib`` (central differences come from :mod:`tests.reference`). The
+reference concatenates every batch of ``data`` into one dataset itself (:func:`concatenate`),
+flattens the chosen parameters itself (:func:`flat_parameters`), evaluates the model through
+``torch.func.functional_call`` on a private copy and computes the loss of the concatenated data
+with its own plain-torch losses (:func:`token_cross_entropy`, :func:`squared_error`,
+:func:`weighted_squared_error`). It then differentiates twice:
 
 - :func:`dense_hessian`: ``torch.autograd.functional.hessian`` of the flat loss, or, with
   ``method="fd"``, central differences of ``torch.autograd.grad`` gradients (for models whose
@@ -22,6 +23,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+
+from tests.reference import central_difference_hessian
 
 # -- data ---------------------------------------------------------------------------------------
 
@@ -151,18 +154,7 @@ def dense_hessian(model: nn.Module, loss: Callable, data: Any, names: Sequence[s
     if method == "autograd":
         return torch.autograd.functional.hessian(f, theta).to(torch.float64)
     assert method == "fd", method
-
-    def grad(point: torch.Tensor) -> torch.Tensor:
-        point = point.clone().requires_grad_(True)
-        return torch.autograd.grad(f(point), point)[0]
-
-    columns = []
-    for i in range(len(theta)):
-        e = torch.zeros_like(theta)
-        e[i] = step
-        columns.append((grad(theta + e) - grad(theta - e)) / (2 * step))
-    H = torch.stack(columns, dim=1)
-    return (H + H.T) / 2
+    return central_difference_hessian(f, theta, step)
 
 
 def softmax_output_hessian(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
