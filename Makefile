@@ -30,6 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[test,lab]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name analysis-lib --display-name "analysis-lib (.venv)" >/dev/null
 	touch $@
 
 # The real-browser check (tests/test_browser.py) drives Debian's chromium. It is installed here when
@@ -67,8 +68,9 @@ report: venv ## render studies with PARAMS (default: default) to reports/; STUDY
 report-full: venv ## render the studies that have a `full` parameter set (slow)
 	$(BIN)/python -m analysis_lib report --params full --skip-missing $(foreach s,$(STUDY),--study $(s))
 
-lab: venv ## register the .venv kernel and open JupyterLab on notebooks/
-	$(BIN)/python -m ipykernel install --user --name analysis-lib --display-name "analysis-lib (.venv)"
+# The notebooks name the kernel `analysis-lib`, which `make venv` registers inside .venv (--sys-prefix):
+# JupyterLab started from .venv finds it, and nothing is written to the user's home.
+lab: venv ## open JupyterLab on notebooks/ with the project's kernel (analysis-lib)
 	$(BIN)/jupyter lab notebooks/ $$([ "$$(id -u)" -eq 0 ] && echo --allow-root)
 
 sync: venv ## re-pair every notebook with its py:percent file (jupytext --sync)

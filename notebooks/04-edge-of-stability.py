@@ -5,9 +5,9 @@
 #       extension: .py
 #       format_name: percent
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: analysis-lib (.venv)
 #     language: python
-#     name: python3
+#     name: analysis-lib
 # ---
 
 # %% [markdown]

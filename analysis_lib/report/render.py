@@ -8,8 +8,12 @@ papermill executes ``notebooks/<study>.ipynb`` with a YAML parameter set -> the 
 A render runs in a staging folder ``<reports>/.staging-<study>-<id>/`` (the kernel's working
 directory), and only when it has finished, successfully or with a failing cell, are the study's
 folder, executed notebook and HTML moved into place with ``os.replace``: a killed or interrupted
-render leaves the previous report, its folder and its index entry as they were. Staging folders
-of killed renders are removed by the next render once they are an hour old.
+render leaves the previous report, its folder and its index entry as they were. Each staging
+folder names its owner (host and pid, in ``.owner``); the next render removes the folders of owners
+on this host that are no longer alive, and any other leftover once it is an hour old.
+
+Notebooks name the project's kernel, ``analysis-lib``, which ``make venv`` registers inside
+``.venv``; :func:`default_kernel` uses it when it runs this Python and ``python3`` otherwise.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
 import time
 import uuid
@@ -48,6 +54,25 @@ from .studies import (
 # bars: they would be printed into the published report.
 KERNEL_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                        "ANALYSIS_LIB_PROGRESS": "0"}
+
+
+PROJECT_KERNEL = "analysis-lib"
+
+
+def default_kernel() -> str:
+    """``analysis-lib`` when that kernel is registered and runs this Python, else ``python3``.
+
+    A kernel of that name registered from another environment (an old ``--user`` install) is not
+    used: the study would run against a different installation of the library.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        argv = KernelSpecManager().get_kernel_spec(PROJECT_KERNEL).argv
+    except NoSuchKernel:
+        return "python3"
+    same = bool(argv) and Path(argv[0]).resolve() == Path(sys.executable).resolve()
+    return PROJECT_KERNEL if same else "python3"
 
 
 def _study_parameters(params_file: Path, output_dir: str, extra: dict | None) -> dict:
@@ -165,7 +190,7 @@ def _render_record(
 def render_study(
     study: str, param_set: str = "default", *, notebooks_dir: str | Path | None = None,
     reports_dir: str | Path | None = None, extra_parameters: dict | None = None,
-    kernel_name: str = "python3",
+    kernel_name: str | None = None,
 ) -> dict:
     """Execute one study with papermill and publish it as HTML with a provenance record.
 
@@ -177,7 +202,7 @@ def render_study(
         study: study name (``NN-name``). param_set: parameter set in ``notebooks/params/<study>/``.
         notebooks_dir, reports_dir: default to ``notebooks/`` and ``reports/`` in the project.
         extra_parameters: parameters set on top of the YAML set (not ``output_dir``).
-        kernel_name: Jupyter kernel that runs the notebook.
+        kernel_name: Jupyter kernel that runs the notebook; default :func:`default_kernel`.
 
     Returns:
         The render.json record: study, param_set, status, error, parameters, started, finished,
@@ -193,10 +218,12 @@ def render_study(
     check_study(study, nb_dir)
     params_file = params_path(study, param_set, nb_dir)
     parameters = _study_parameters(params_file, study, extra_parameters)  # relative to the kernel's cwd
+    kernel_name = kernel_name or default_kernel()
     out_root.mkdir(parents=True, exist_ok=True)
     _remove_stale_stages(out_root)
     stage = out_root / f".staging-{study}-{uuid.uuid4().hex[:8]}"
     (stage / study).mkdir(parents=True)
+    (stage / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
     try:
         study_ipynb, executed = nb_dir / f"{study}.ipynb", stage / f"{study}.ipynb"
         published = out_root / f"{study}.ipynb"
@@ -236,13 +263,30 @@ def _move_into_place(stage: Path, out_root: Path, study: str) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+OWNER = ".owner"
+
+
+def _owner_dead(stage: Path) -> bool:
+    """True when `stage` was made by a process on this host that no longer runs."""
+    try:
+        owner = json.loads((stage / OWNER).read_text())
+        if owner.get("host") != socket.gethostname():
+            return False
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # unreadable, or alive but not ours to signal: leave it to the age rule
+    return False
+
+
 def _remove_stale_stages(out_root: Path, max_age: float = 3600) -> None:
-    """Remove staging and old folders of killed renders once they are ``max_age`` seconds old."""
+    """Remove staging folders whose render died on this host, and any leftover older than ``max_age`` s."""
     now = time.time()
     for p in out_root.glob(".*"):
         if p.is_dir() and p.name.startswith((".staging-", ".old-")):
             try:
-                if now - p.stat().st_mtime > max_age:
+                if _owner_dead(p) or now - p.stat().st_mtime > max_age:
                     shutil.rmtree(p, ignore_errors=True)
             except FileNotFoundError:
                 continue

@@ -170,3 +170,58 @@ def test_a_render_killed_mid_way_leaves_the_previous_report_and_index_intact(tmp
     assert after == before  # the report, its folder, the executed notebook and the index are as they were
     assert "first render" in (reports / "03-slow.html").read_text()
     assert not [p for p in reports.iterdir() if p.name.endswith(".partial.ipynb")]
+    from analysis_lib.report.render import _remove_stale_stages
+
+    _remove_stale_stages(reports)  # what the next render does first: the dead renderer's stage goes
+    assert not list(reports.glob(".staging-*"))
+
+
+def test_a_live_renders_staging_folder_is_kept_and_a_dead_ones_removed(tmp_path):
+    import socket
+
+    from analysis_lib.report.render import OWNER, _remove_stale_stages
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    for name, pid, host in [("live", os.getpid(), socket.gethostname()), ("dead", int(dead), socket.gethostname()),
+                            ("elsewhere", int(dead), "another-host"), ("unmarked", None, None)]:
+        stage = tmp_path / f".staging-01-x-{name}"
+        stage.mkdir()
+        if pid is not None:
+            (stage / OWNER).write_text(json.dumps({"host": host, "pid": pid}))
+    _remove_stale_stages(tmp_path)
+    left = sorted(p.name.rsplit("-", 1)[1] for p in tmp_path.glob(".staging-*"))
+    assert left == ["elsewhere", "live", "unmarked"]  # another host's or an unmarked stage waits for the age rule
+    _remove_stale_stages(tmp_path, max_age=-1)
+    assert not list(tmp_path.glob(".staging-*"))
+
+
+def test_the_project_kernel_is_used_only_when_it_runs_this_python(monkeypatch):
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+
+    from analysis_lib.report import render
+
+    def spec_running(python):
+        def get(self, name):
+            if name != render.PROJECT_KERNEL or python is None:
+                raise NoSuchKernel(name)
+            return KernelSpec(argv=[python, "-m", "ipykernel_launcher"], display_name="x", language="python")
+        return get
+
+    monkeypatch.setattr(KernelSpecManager, "get_kernel_spec", spec_running(sys.executable))
+    assert render.default_kernel() == "analysis-lib"
+    monkeypatch.setattr(KernelSpecManager, "get_kernel_spec", spec_running("/another/env/bin/python"))
+    assert render.default_kernel() == "python3"
+    monkeypatch.setattr(KernelSpecManager, "get_kernel_spec", spec_running(None))
+    assert render.default_kernel() == "python3"
+
+
+def test_every_notebook_names_the_project_kernel():
+    import nbformat
+
+    from analysis_lib.report.render import PROJECT_KERNEL
+
+    notebooks = sorted((project_root() / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        assert nbformat.read(path, as_version=4).metadata.kernelspec.name == PROJECT_KERNEL, path.name
