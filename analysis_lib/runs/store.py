@@ -104,13 +104,21 @@ class RunStore:
         Raises:
             DamagedRun: the folder exists but its meta.json is missing or does not parse.
         """
-        folder = self.path(rid)
+        # meta.json is read relative to the folder opened first: a folder moved into place by
+        # another writer between two path look-ups must not look like a folder without meta.json.
         try:
-            return json.loads((folder / "meta.json").read_text())
+            folder_fd = os.open(self.path(rid), os.O_RDONLY | os.O_DIRECTORY)
         except (FileNotFoundError, NotADirectoryError):
-            if folder.is_dir():
-                raise DamagedRun(rid, "meta.json is missing") from None
             return None
+        try:
+            fd = os.open("meta.json", os.O_RDONLY, dir_fd=folder_fd)
+        except FileNotFoundError:
+            raise DamagedRun(rid, "meta.json is missing") from None
+        finally:
+            os.close(folder_fd)
+        try:
+            with open(fd, encoding="utf-8") as f:
+                return json.loads(f.read())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise DamagedRun(rid, f"meta.json does not parse ({err})") from None
 
