@@ -23,7 +23,7 @@ import pandas as pd
 from ..validation import ConfigError
 from .executors import as_completed, shared_store_marker
 from .grid import RUN_COLUMNS, GridResult, label_runs
-from .guards import check_memory
+from .guards import check_disk, check_memory
 from .progress import progress_bar
 from .store import RunStore, run_id
 
@@ -72,7 +72,8 @@ def run_grid(configs: Sequence, *, store_root: str | None = None, executor=None,
             todo.setdefault(rids[i], []).append(i)
     if todo:
         store.check_writable()  # a read-only or full store stops here, before any training
-        check_memory(configs[positions[0]] for positions in todo.values())  # so does a run that cannot fit
+        sizes = check_memory(configs[positions[0]] for positions in todo.values())  # a run that cannot fit
+        check_disk(sizes, store.root)  # and a grid whose weights the store cannot hold
     with progress_bar(len(configs), "runs", initial=len(configs) - sum(map(len, todo.values())),
                       progress=progress) as bar:
         if executor is None:

@@ -210,3 +210,51 @@ def test_grad_noise_is_refused_where_samples_count_different_numbers_of_targets(
     assert "grad_noise" in result.runs["error"][0] and "mean of each sample's own loss" in result.runs["error"][0]
     ok = run_grid([regression(probes={"names": ["grad_noise"], "every": 3})], store_root=str(tmp_path))
     assert ok.runs["status"].tolist() == ["finished"] and "grad_snr" in set(ok.metrics["metric"])
+
+
+def test_your_model_that_cannot_fit_is_refused_before_training(tmp_path, monkeypatch):
+    from analysis_lib.custom import training as custom_training
+    from analysis_lib.runs.guards import size_estimate
+
+    small = regression()
+    built = sum(p.numel() for p in small.build_model().parameters())
+    assert size_estimate(small)["n_params"] == built  # counted on the meta device, exactly
+    monkeypatch.setattr(custom_training, "train_custom", lambda *a, **k: pytest.fail("trained before the check"))
+    huge = regression(model={"name": "student", "width": 10**9})  # ~6e9 parameters, never allocated
+    with pytest.raises(ConfigError, match=r"invalid parameter model=\{'name': 'student'.*'width': 1000000000\}: "
+                                          r"the run has about 6e\+09 parameters"):
+        run_grid([huge], store_root=str(tmp_path / "runs"), progress=False)
+    lm = token_lm(model={"name": "lm", "dim": 10**6})  # embedding, norm and head: 6 x 1e6 each, plus 2e6
+    assert size_estimate(lm)["n_params"] == 14 * 10**6 + 6
+
+
+def test_a_grid_whose_weights_do_not_fit_on_disk_is_refused(tmp_path, monkeypatch):
+    from analysis_lib.custom import training as custom_training
+    from analysis_lib.runs import guards
+
+    monkeypatch.setattr(custom_training, "train_custom", lambda *a, **k: pytest.fail("trained before the check"))
+    monkeypatch.setenv("ANALYSIS_LIB_MEMORY_GB", "1e9")  # each run may use memory, but the grid's disk is short
+    configs = expand_grid(regression(model={"name": "student", "width": 10**7}), {}, seeds=list(range(50)))
+    # 50 runs x 6e7 parameters x 4 bytes x 2 checkpoints = 44.7 GiB
+    usage = guards.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(guards.shutil, "disk_usage", lambda root: usage._replace(free=10 * 2**30))
+    with pytest.raises(ConfigError, match=r"invalid grid: its 50 runs to train would store about 44.7 GB of "
+                                          r"weights, more than the 10 GB free"):
+        run_grid(configs, store_root=str(tmp_path / "runs"), progress=False)
+
+
+def test_the_language_model_size_is_counted_on_the_meta_device():
+    from analysis_lib.runs.guards import size_estimate
+    from tests.cases import tiny_lm_config
+
+    config = tiny_lm_config()
+    assert size_estimate(config)["n_params"] == sum(p.numel() for p in config.build_model().parameters())
+
+
+def test_the_loss_unit_follows_the_registered_loss():
+    from analysis_lib.runs.grid import GridResult
+
+    assert regression().loss_unit() == "squared error" and token_lm().loss_unit() == "nats"
+    mixed = GridResult(metrics=None, runs=None, configs={"a": regression(), "b": token_lm()})
+    assert mixed.loss_unit() is None  # no one unit to print
+    assert GridResult(metrics=None, runs=None, configs={"a": token_lm()}).loss_unit() == "nats"
