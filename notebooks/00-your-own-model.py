@@ -93,7 +93,7 @@ out.save_figure("sharpness", fig)
 # **Training loss** (mean squared error on the whole training split), log scale.
 
 # %%
-fig = curvature_plots.plot_sharpness(metrics, col="lr", metric="train_loss", logy=True)
+fig = curvature_plots.plot_sharpness(metrics, col="lr", metric="train_loss", logy=True, loss_unit=result.loss_unit())
 out.save_figure("train_loss", fig)
 
 # %% [markdown]
@@ -139,7 +139,7 @@ traces.pivot_table(index="layer", columns="lr", values="estimate", sort=False)
 slices = run_surfaces(result, result.run_ids(seed=seeds[0]), seeds=direction_seeds, radius=slice_radius,
                       steps=slice_points, splits=("train", "test"))
 out.save_table("slices", slices)
-fig = landscape_plots.plot_slices(slices, hue="lr", col="split", logy=True)
+fig = landscape_plots.plot_slices(slices, hue="lr", col="split", logy=True, loss_unit=result.loss_unit())
 out.save_figure("slices", fig)
 
 # %% [markdown]

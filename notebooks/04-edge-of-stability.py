@@ -82,7 +82,7 @@ out.save_figure("sharpness_gd", fig)
 # **Training loss under full-batch gradient descent.** At the edge of stability the loss keeps falling over long horizons while rising on some steps.
 
 # %%
-fig = curvature_plots.plot_sharpness(gd_curves, col="lr", metric="batch_loss", logy=True)
+fig = curvature_plots.plot_sharpness(gd_curves, col="lr", metric="batch_loss", logy=True, loss_unit=result.loss_unit())
 out.save_figure("loss_gd", fig)
 
 # %% [markdown]

@@ -69,6 +69,7 @@ print(f"{len(configs)} runs: {len(arms)} arms x their conditions x {len(seeds)} 
 # %%
 with grid_executor(workers, scheduler) as executor:
     result = run_grid(configs, executor=executor)
+unit = result.loss_unit()  # nats: axis labels of the losses
 final = last_step(result.metrics)
 final[final["metric"].isin(["train_loss", "test_acc"])].pivot_table(
     index=["arm", "batch_size", "weight_decay", "residual"], columns="metric", values="value", aggfunc="mean")
@@ -89,7 +90,7 @@ per_run.groupby(["arm", "batch_size", "weight_decay", "residual", "normalization
 # **1-D slices, small vs large batch** (mean over directions and seeds, 95% band; columns: normalisation, rows: weight decay). Look for the large-batch curve rising faster, and whether the ordering is the same with and without filter normalisation.
 
 # %%
-fig = landscape_plots.plot_slices(surfaces[surfaces["arm"] == "batch"], hue="batch_size", col="normalization", row="weight_decay")
+fig = landscape_plots.plot_slices(surfaces[surfaces["arm"] == "batch"], hue="batch_size", col="normalization", row="weight_decay", loss_unit=unit)
 out.save_figure("slices_batch", fig)
 
 # %% [markdown]
@@ -97,7 +98,7 @@ out.save_figure("slices_batch", fig)
 
 # %%
 maps = run_surfaces(result, result.run_ids(arm="batch", seed=seeds[0], weight_decay=0.0), seeds=direction_seeds[:1], radius=radius.get("filter", 1.0), dims=2, steps=map_points)
-fig = landscape_plots.plot_surface_maps(maps, col="batch_size", kind="filled")
+fig = landscape_plots.plot_surface_maps(maps, col="batch_size", kind="filled", loss_unit=unit)
 out.save_figure("maps_batch", fig)
 
 # %% [markdown]
@@ -126,7 +127,7 @@ rescaled = pd.concat([surface_table(m, {"train": (dataset.x_train, dataset.y_tra
                                     steps=slice_points, normalization=n).assign(model=k, normalization=n)
                       for k, m in {"original": net, "rescaled": equivalent_rescaling(net, rescale_factor)}.items()
                       for n, r in radius.items()])
-fig = landscape_plots.plot_slices(rescaled, hue="model", col="normalization")
+fig = landscape_plots.plot_slices(rescaled, hue="model", col="normalization", loss_unit=unit)
 out.save_figure("rescaling", fig)
 
 # %%
@@ -139,7 +140,7 @@ rescaling.assign(ratio=rescaling["rescaled"] / rescaling["original"])
 # **1-D slices, with vs without residual connections** (deeper MLP, same batch size; mean over directions and seeds, 95% band). Look for bumps (roughness) and the steepness of the walls.
 
 # %%
-fig = landscape_plots.plot_slices(surfaces[surfaces["arm"] == "residual"], hue="residual", col="normalization")
+fig = landscape_plots.plot_slices(surfaces[surfaces["arm"] == "residual"], hue="residual", col="normalization", loss_unit=unit)
 out.save_figure("slices_residual", fig)
 
 # %% [markdown]
@@ -147,7 +148,7 @@ out.save_figure("slices_residual", fig)
 
 # %%
 maps = run_surfaces(result, result.run_ids(arm="residual", seed=seeds[0]), seeds=direction_seeds[:1], radius=radius.get("filter", 1.0), dims=2, steps=map_points)
-fig = landscape_plots.plot_surface_maps(maps, col="residual", kind="contour", log_levels=True)
+fig = landscape_plots.plot_surface_maps(maps, col="residual", kind="contour", log_levels=True, loss_unit=unit)
 out.save_figure("maps_residual", fig)
 
 # %% [markdown]

@@ -106,7 +106,8 @@ out.save_figure("twin_distance", fig)
 
 # %%
 curves, barriers = pair_interpolations(pairs, finals, net, splits, alphas=line, batchnorm=batchnorm)
-fig = landscape_plots.plot_interpolation(curves[curves["split"] == "train"], hue="pair", col="matched", ylabel="train loss")
+fig = landscape_plots.plot_interpolation(curves[curves["split"] == "train"], hue="pair", col="matched",
+                                         ylabel=f"train loss ({result.loss_unit()})")
 out.save_figure("interpolation_train_loss", fig)
 
 # %% [markdown]
@@ -121,7 +122,7 @@ out.save_figure("interpolation_test_acc", fig)
 
 # %%
 summary = study.pair_summary(distances, barriers)
-fig = training_plots.plot_run_values(summary[summary["metric"] == "barrier"], x="matched", col="pair", ylabel="train-loss barrier (nats)")
+fig = training_plots.plot_run_values(summary[summary["metric"] == "barrier"], x="matched", col="pair", ylabel=f"train-loss barrier ({result.loss_unit()})")
 out.save_figure("barriers", fig)
 
 # %%

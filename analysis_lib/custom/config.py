@@ -124,6 +124,12 @@ class CustomRunConfig(RunConfigBase):
 
         return custom_splits(self)
 
+    def loss_unit(self) -> str | None:
+        """The registered loss's unit (``LossSpec.unit``: nats, squared error), None when unknown."""
+        from ..training.problem import loss_spec
+
+        return loss_spec(self.loss.component.fn).unit
+
     def problem(self):
         """The run's loss, splits and metrics (:class:`~analysis_lib.training.problem.Problem`)."""
         from ..training.problem import Problem

@@ -15,7 +15,8 @@ from .style import axis_label, or_note, require_metric
 
 @or_note
 def plot_sharpness(df: pd.DataFrame, *, col: str = "lr", hue: str = "seed", metric: str = "lambda_max",
-                   learning_rates: Mapping[str, float] | pd.Series | None = None, logy: bool = False) -> plt.Figure:
+                   learning_rates: Mapping[str, float] | pd.Series | None = None, logy: bool = False,
+                   loss_unit: str | None = None) -> plt.Figure:
     """λ_max (or another whole-model metric) over training, one line per seed, one panel per ``col``.
 
     Args:
@@ -23,7 +24,7 @@ def plot_sharpness(df: pd.DataFrame, *, col: str = "lr", hue: str = "seed", metr
         learning_rates: run id -> the η each run trained with (``GridResult.parameter("train.lr")``);
             with ``metric="lambda_max"`` a panel whose runs share one η gets the stability edge
             2/η as a dashed line.
-        logy: log-scaled y axis.
+        logy: log-scaled y axis. loss_unit: unit of a loss metric's axis (``LossSpec.unit``, e.g. nats).
     """
     sub = require_metric(df, metric)
     sub = sub[sub["layer"] == "model"]
@@ -39,7 +40,7 @@ def plot_sharpness(df: pd.DataFrame, *, col: str = "lr", hue: str = "seed", metr
             ax.legend(loc="lower right", fontsize=8)
     if logy:
         grid.set(yscale="log")
-    grid.set_axis_labels("step", axis_label(metric))
+    grid.set_axis_labels("step", axis_label(metric, loss_unit))
     return grid.figure
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .style import ci_band, or_note
+from .style import axis_label, ci_band, or_note
 
 KINDS = ("contour", "filled", "3d")
 
@@ -51,7 +51,7 @@ def _panel(ax, surface: pd.DataFrame, kind: str, levels: np.ndarray, title: str)
 @or_note
 def plot_surface_maps(surfaces: pd.DataFrame, *, col: str | None = None, metric: str = "loss",
                       kind: str = "contour", levels: int = 25, vmax: float | None = None,
-                      log_levels: bool = False) -> plt.Figure:
+                      log_levels: bool = False, loss_unit: str | None = None) -> plt.Figure:
     """Contour (``"contour"``), filled-contour (``"filled"``) or 3-D (``"3d"``) maps of 2-D surfaces.
 
     Args:
@@ -64,6 +64,7 @@ def plot_surface_maps(surfaces: pd.DataFrame, *, col: str | None = None, metric:
             not flatten the basin).
         log_levels: space the levels geometrically (for panels whose losses differ by orders of
             magnitude, e.g. a well-trained and a poorly trained network).
+        loss_unit: unit of the loss for the colour bar (``LossSpec.unit``, e.g. nats).
 
     Returns:
         The figure; the star marks the centre (α, β) = (0, 0).
@@ -95,20 +96,22 @@ def plot_surface_maps(surfaces: pd.DataFrame, *, col: str | None = None, metric:
                 title += f"\n(flat: every point {lo:.3g})"
         drawn = _panel(ax, one, kind, panel_levels, title)
         art = drawn if shared or art is None else art  # the colour bar shows the shared levels
-    fig.colorbar(art, ax=fig.axes, shrink=0.8, label=metric + (" (log-spaced levels)" if log_levels else ""))
+    label = axis_label(metric, loss_unit) + (", log-spaced levels" if log_levels else "")
+    fig.colorbar(art, ax=fig.axes, shrink=0.8, label=label)
     return fig
 
 
 @or_note
 def plot_slices(surfaces: pd.DataFrame, *, hue: str | None = None, col: str | None = None,
-                row: str | None = None, metric: str = "loss", logy: bool = False) -> plt.Figure:
+                row: str | None = None, metric: str = "loss", logy: bool = False,
+                loss_unit: str | None = None) -> plt.Figure:
     """1-D slices L(α) (β = 0 rows): the mean over directions and runs with a 95% bootstrap band.
 
     Args:
         surfaces: tidy surface rows; every row with β = 0 and ``metric`` is used.
         hue, col, row: columns for line colour and panels (e.g. a condition, the split).
         metric: ``"loss"`` or ``"acc"``.
-        logy: log-scaled y axis.
+        logy: log-scaled y axis. loss_unit: unit of the loss axis (``LossSpec.unit``, e.g. nats).
     """
     sub = surfaces[(surfaces["metric"] == metric) & (surfaces["beta"] == 0)]
     if sub.empty:
@@ -122,7 +125,7 @@ def plot_slices(surfaces: pd.DataFrame, *, hue: str | None = None, col: str | No
         ax.axvline(0, color="0.6", lw=0.8, ls=":")
     if logy:
         grid.set(yscale="log")
-    grid.set_axis_labels("α", metric)
+    grid.set_axis_labels("α, step along the direction", axis_label(metric, loss_unit))
     return grid.figure
 
 
@@ -134,7 +137,7 @@ def _categorical(df: pd.DataFrame, hue: str | None) -> pd.DataFrame:
 @or_note
 def plot_interpolation(curves: pd.DataFrame, *, x: str = "alpha", hue: str | None = None,
                        col: str | None = None, metric: str | None = "loss",
-                       ylabel: str | None = None) -> plt.Figure:
+                       ylabel: str | None = None, loss_unit: str | None = None) -> plt.Figure:
     """Loss (or another metric) along a path against ``x``, the mean over replicates with a 95% band.
 
     Args:
@@ -143,7 +146,7 @@ def plot_interpolation(curves: pd.DataFrame, *, x: str = "alpha", hue: str | Non
         x: the path coordinate (α = 0 at one end point, 1 at the other).
         hue, col: columns for line colour and panels.
         metric: keep only rows of this metric (None: use every row).
-        ylabel: y-axis label (default the metric).
+        ylabel: y-axis label (default the metric in words, with ``loss_unit`` for a loss).
     """
     sub = curves if metric is None else curves[curves["metric"] == metric]
     if sub.empty:
@@ -154,7 +157,7 @@ def plot_interpolation(curves: pd.DataFrame, *, x: str = "alpha", hue: str | Non
     for ax in grid.axes.flat:
         for end in (0.0, 1.0):
             ax.axvline(end, color="0.7", lw=0.8, ls=":")
-    grid.set_axis_labels(x, ylabel or (metric or "value"))
+    grid.set_axis_labels(x, ylabel or (axis_label(metric, loss_unit) if metric else "value"))
     return grid.figure
 
 

@@ -37,9 +37,10 @@ def layers_in_order(df: pd.DataFrame, layers: Sequence[str] | None) -> list[str]
     return [layer for layer in order if layer != "model"] if layers is None else list(layers)
 
 
-# Axis labels in words (and units where the quantity has them); losses are in the loss's own units
-# (nats for cross-entropy).
+# Axis labels in words (and units where the quantity has them). A loss's unit depends on the loss
+# (nats for cross-entropy: `LossSpec.unit`), so plotters that draw losses take `loss_unit`.
 LABELS = {
+    "loss": "loss", "acc": "accuracy", "barrier": "loss barrier",
     "lambda_max": "λ_max, top Hessian eigenvalue", "hessian_trace": "tr H, Hessian trace",
     "train_loss": "training loss", "test_loss": "test loss", "batch_loss": "mini-batch loss",
     "train_acc": "training accuracy", "test_acc": "test accuracy",
@@ -50,9 +51,15 @@ LABELS = {
 }
 
 
-def axis_label(metric: str) -> str:
-    """Words for a metric's axis (``"lambda_max"`` -> ``"λ_max, top Hessian eigenvalue"``); the name otherwise."""
-    return LABELS.get(metric, metric.replace("_", " "))
+def axis_label(metric: str, loss_unit: str | None = None) -> str:
+    """Words for a metric's axis (``"lambda_max"`` -> ``"λ_max, top Hessian eigenvalue"``); the name otherwise.
+
+    A loss (``loss``, ``train_loss``, ``barrier``, ...) gets ``loss_unit`` in brackets when given:
+    ``axis_label("test_loss", "nats")`` -> ``"test loss (nats)"``.
+    """
+    label = LABELS.get(metric, metric.replace("_", " "))
+    is_loss = metric.endswith("loss") or metric == "barrier"
+    return f"{label} ({loss_unit})" if loss_unit and is_loss else label
 
 
 class NoData(ValueError):

@@ -20,8 +20,12 @@ _ERRORBAR = ci_band  # vectorised: seaborn's own bootstrap loops in Python and d
 
 @or_note
 def plot_metric_over_training(df: pd.DataFrame, metric: str, *, hue: str, layers: Sequence[str] | None = None,
-                              row: str | None = None, logy: bool = False, col_wrap: int = 4) -> plt.Figure:
-    """``metric`` against step, one panel per layer, one line per ``hue`` level (mean, 95% CI over seeds)."""
+                              row: str | None = None, logy: bool = False, col_wrap: int = 4,
+                              loss_unit: str | None = None) -> plt.Figure:
+    """``metric`` against step, one panel per layer, one line per ``hue`` level (mean, 95% CI over seeds).
+
+    ``loss_unit`` (``LossSpec.unit``, e.g. nats) goes in brackets on the axis of a loss metric.
+    """
     sub = require_metric(df, metric)
     order = layers_in_order(sub, layers) if layers is not None or (sub["layer"] != "model").any() else ["model"]
     sub = sub[sub["layer"].isin(order)]
@@ -30,7 +34,7 @@ def plot_metric_over_training(df: pd.DataFrame, metric: str, *, hue: str, layers
                        height=2.6, aspect=1.2, facet_kws={"sharey": False})
     if logy:
         grid.set(yscale="log")
-    grid.set_axis_labels("step", axis_label(metric))
+    grid.set_axis_labels("step", axis_label(metric, loss_unit))
     grid.figure.suptitle(f"{axis_label(metric)} per layer over training", y=1.02)
     return grid.figure
 

@@ -148,6 +148,11 @@ class GridResult:
         """A config value of every run by run id, e.g. ``result.parameter("train.lr")``."""
         return pd.Series({rid: lookup(c, key) for rid, c in self.configs.items()}, name=key)
 
+    def loss_unit(self) -> str | None:
+        """The unit every run's loss shares (e.g. ``"nats"``) for axis labels; None if unknown or mixed."""
+        units = {c.loss_unit() if hasattr(c, "loss_unit") else None for c in self.configs.values()}
+        return units.pop() if len(units) == 1 else None
+
     def table(self, name: str) -> pd.DataFrame:
         """An extra per-run table (e.g. ``"spectrum"``) of every run that has one.
 

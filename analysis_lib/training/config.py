@@ -202,6 +202,10 @@ class RunConfigBase:
         """The value of the condition label ``name`` (e.g. ``"arm"``), or ``default``."""
         return dict(self.conditions).get(name, default)
 
+    def loss_unit(self) -> str | None:
+        """The training loss's unit for axis labels: nats (cross-entropy; CustomRunConfig overrides it)."""
+        return "nats"
+
 
 @dataclass(frozen=True)
 class RunConfig(RunConfigBase):

@@ -79,6 +79,11 @@ class LossSpec:
     ignore_index: int | None = None
     class_axis: int | None = None
 
+    @property
+    def unit(self) -> str | None:
+        """The loss's unit for axis labels: ``"nats"`` (cross-entropy), ``"squared error"`` (MSE), else None."""
+        return {"cross_entropy": "nats", "mse": "squared error"}.get(self.family)
+
     def __call__(self, outputs: torch.Tensor, targets: Any) -> torch.Tensor:
         """The mean loss of one batch, refusing the silent shape mistakes."""
         if self.family == "mse" and isinstance(targets, torch.Tensor):

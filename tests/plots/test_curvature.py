@@ -75,11 +75,11 @@ def test_sharpness_has_no_edge_where_a_panel_mixes_etas():
 
 def test_sharpness_of_another_metric_or_without_a_mapping_has_no_edge():
     fig = C.plot_sharpness(_metrics(RUNS[:4]), col="lr", metric="batch_loss", learning_rates=LEARNING_RATES,
-                           logy=True)
+                           logy=True, loss_unit="nats")
     assert all(not _edges(ax) and ax.get_yscale() == "log" for ax in fig.axes)
-    assert fig.axes[0].get_ylabel() == "mini-batch loss" and all(len(_curves(ax)) == 2 for ax in fig.axes)
-    fig = C.plot_sharpness(_metrics(RUNS[:4]), col="lr")
-    assert all(not _edges(ax) for ax in fig.axes)
+    assert fig.axes[0].get_ylabel() == "mini-batch loss (nats)" and all(len(_curves(ax)) == 2 for ax in fig.axes)
+    fig = C.plot_sharpness(_metrics(RUNS[:4]), col="lr", loss_unit="nats")  # not a loss: no unit
+    assert all(not _edges(ax) for ax in fig.axes) and fig.axes[0].get_ylabel() == "λ_max, top Hessian eigenvalue"
 
 
 def test_sharpness_without_the_metric_says_so_in_the_figure_and_a_warning():

@@ -63,11 +63,11 @@ def test_surface_maps_3d_and_log_levels_and_accuracy():
     fig = L.plot_surface_maps(_surfaces()[lambda d: d["normalization"] == "filter"], kind="3d")
     (ax,) = _panels(fig)
     assert ax.name == "3d" and ax.get_zlabel() == "loss" and not _centre(ax)
-    fig = L.plot_surface_maps(_surfaces(), col="normalization", log_levels=True)
-    assert fig.axes[-1].get_ylabel() == "loss (log-spaced levels)"
+    fig = L.plot_surface_maps(_surfaces(), col="normalization", log_levels=True, loss_unit="nats")
+    assert fig.axes[-1].get_ylabel() == "loss (nats), log-spaced levels"
     fig = L.plot_surface_maps(_surfaces()[lambda d: d["normalization"] == "filter"], metric="acc", levels=3,
                               vmax=1.0)
-    assert fig.axes[-1].get_ylabel() == "acc" and len(_panels(fig)) == 1
+    assert fig.axes[-1].get_ylabel() == "accuracy" and len(_panels(fig)) == 1
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -90,9 +90,10 @@ def _vlines(ax) -> list[float]:
 
 
 def test_slices_use_the_beta_zero_rows_one_line_per_hue():
-    fig = L.plot_slices(_surfaces(), hue="normalization", logy=True)
+    fig = L.plot_slices(_surfaces(), hue="normalization", logy=True, loss_unit="nats")
     (ax,) = fig.axes
-    assert ax.get_xlabel() == "α" and ax.get_ylabel() == "loss" and ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "α, step along the direction" and ax.get_ylabel() == "loss (nats)"
+    assert ax.get_yscale() == "log"
     lines = _curves(ax)
     assert len(lines) == 2 and all(list(line.get_xdata()) == list(GRID) for line in lines)
     assert sorted(tuple(line.get_ydata()) for line in lines)[0] == pytest.approx(tuple(GRID ** 2))  # β = 0
@@ -114,9 +115,9 @@ def _curves_table() -> pd.DataFrame:
 
 
 def test_interpolation_means_over_pairs_with_the_end_points_marked():
-    fig = L.plot_interpolation(_curves_table(), hue="batch")
+    fig = L.plot_interpolation(_curves_table(), hue="batch", loss_unit="squared error")
     (ax,) = fig.axes
-    assert ax.get_xlabel() == "alpha" and ax.get_ylabel() == "loss"
+    assert ax.get_xlabel() == "alpha" and ax.get_ylabel() == "loss (squared error)"
     lines = _curves(ax)
     assert len(lines) == 2
     assert sorted(tuple(line.get_ydata()) for line in lines)[0] == pytest.approx(
