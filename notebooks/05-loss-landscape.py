@@ -46,11 +46,10 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 # Derived configuration: every parameter is validated here, before any training.
 
 # %%
-import pandas as pd
 
-from analysis_lib import (StudyOutputs, compare_conditions, equivalent_rescaling, expand_grid, format_test_table,
+from analysis_lib import (StudyOutputs, compare_conditions, expand_grid, format_test_table,
                           format_verdict_table, grid_executor, last_step, run_grid, run_surfaces, slice_summaries,
-                          surface_table, verdict_table)
+                          verdict_table)
 from analysis_lib.landscape.slices import summary_table
 from analysis_lib.plots import landscape as landscape_plots
 from analysis_lib.studies import loss_landscape as study
@@ -121,20 +120,16 @@ format_test_table(batch_tests)
 # **Why normalise: an equivalent network.** The first seed's small-batch run (no weight decay), and a copy with fc1 multiplied by `rescale_factor` and fc2 divided by it (ReLU is positively homogeneous, so it computes the same function). Look for the two curves coinciding under `filter` and separating under `none`.
 
 # %%
-base = result.run_ids(arm="batch", seed=seeds[0], batch_size=small_batch, weight_decay=0.0)[0]
-net, dataset = result.model(base), result.configs[base].dataset()
-rescaled = pd.concat([surface_table(m, {"train": (dataset.x_train, dataset.y_train)}, seeds=direction_seeds, radius=r,
-                                    steps=slice_points, normalization=n).assign(model=k, normalization=n)
-                      for k, m in {"original": net, "rescaled": equivalent_rescaling(net, rescale_factor)}.items()
-                      for n, r in radius.items()])
+rescaled = study.rescaling_surfaces(result, result.run_ids(arm="batch", seed=seeds[0], batch_size=small_batch, weight_decay=0.0),
+                                    factor=rescale_factor, radius=radius, seeds=direction_seeds, steps=slice_points)
 fig = landscape_plots.plot_slices(rescaled, hue="model", col="normalization", loss_unit=unit)
 out.save_figure("rescaling", fig)
 
 # %%
 rescaled_summaries = slice_summaries(rescaled, fit_fraction=fit_fraction)
-rescaling = rescaled_summaries.groupby(["normalization", "model", "metric"])["value"].mean().unstack("model")
-out.save_table("rescaling", rescaling.reset_index())
-rescaling.assign(ratio=rescaling["rescaled"] / rescaling["original"])
+rescaling = study.rescaling_table(rescaled_summaries)
+out.save_table("rescaling", rescaling)
+rescaling
 
 # %% [markdown]
 # **1-D slices, with vs without residual connections** (deeper MLP, same batch size; mean over directions and seeds, 95% band). Look for bumps (roughness) and the steepness of the walls.

@@ -52,9 +52,8 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 # Derived configuration: every parameter is validated here, before any training.
 
 # %%
-import pandas as pd
 
-from analysis_lib import (StudyOutputs, accuracy_variance, compare_conditions, explained_variance_table,
+from analysis_lib import (StudyOutputs, compare_conditions, explained_variance_table,
                           format_test_table, format_verdict_table, grid_executor, mean_ci, pair_distances, run_grid,
                           verdict_table)
 from analysis_lib.landscape.interpolation import default_alphas, pair_interpolations
@@ -162,7 +161,7 @@ out.save_figure("correctness_rates", fig)
 # **Observed against predicted variance** of test accuracy across the parents, with the ratio's 95% CI from the chi-square distribution of a sample variance and, for comparison, from a bootstrap over seeds.
 
 # %%
-variance = pd.concat([accuracy_variance(correct, method=m, n_boot=n_boot) for m in ("chi2", "bootstrap")], ignore_index=True)
+variance = study.variance_table(correct, n_boot=n_boot)
 out.save_table("accuracy_variance", variance)
 variance
 

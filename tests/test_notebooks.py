@@ -168,12 +168,29 @@ def test_bad_parameter_fails_fast_with_a_clear_message(study, overrides, name, t
     assert not (tmp_path / "data" / "runs").exists(), "a run started before the bad parameter was caught"
 
 
-def test_a_study_whose_runs_all_diverge_reports_not_tested(tmp_path, _isolated_data_dir):
+HUGE_LR = 1e30  # every run's loss is non-finite within a few steps, under SGD and Adam alike
+
+
+def _diverging(study: str) -> dict:
+    """Overrides of the smoke parameters under which every run of ``study`` diverges."""
+    smoke = _smoke(study)
+    if study == "00-your-own-model":
+        return {"learning_rates": [HUGE_LR], "lm_learning_rates": [HUGE_LR]}
+    if study == "04-edge-of-stability":
+        arms = {arm: {**grid, "train.lr": [HUGE_LR]} for arm, grid in smoke["arms"].items()}
+        return {"arms": arms, "sgd_lr": HUGE_LR, "warmup_lr": HUGE_LR}
+    if "arms" in smoke and any("train.lr" in grid for grid in smoke["arms"].values()):
+        return {"arms": {arm: {**grid, "train.lr": [HUGE_LR]} for arm, grid in smoke["arms"].items()}}
+    return {"train": {**smoke["train"], "lr": HUGE_LR}}
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_a_study_whose_runs_all_diverge_reports_not_tested(tmp_path, _isolated_data_dir, study):
     try:
-        folder = _execute("00-your-own-model", tmp_path / "out", tmp_path / "data", learning_rates=[1e6])
+        folder = _execute(study, tmp_path / "out", tmp_path / "data", **_diverging(study))
     finally:
         os.environ["ANALYSIS_LIB_DATA"] = str(_isolated_data_dir)
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["runs"]["finished"] == 0 and summary["runs"]["diverged"] > 0
-    assert {v["reproduced"] for v in summary["verdict"]} == {"not tested"}
-    assert all(v["measured"].startswith("not tested: none of") for v in summary["verdict"])
+    assert summary["runs"]["finished"] == 0 and summary["runs"]["diverged"] > 0, summary["runs"]
+    assert {v["reproduced"] for v in summary["verdict"]} == {"not tested"}, summary["verdict"]
+    assert all(v["measured"].startswith("not tested") for v in summary["verdict"])

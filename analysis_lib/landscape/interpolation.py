@@ -239,7 +239,7 @@ def pair_interpolations(pairs: pd.DataFrame, states: Mapping[str, Mapping[str, t
 
     Returns:
         (curves, barriers): the interpolation schema and the barrier table, each with the
-        other columns of ``pairs`` added.
+        other columns of ``pairs`` added; both empty when ``pairs`` is.
     """
     curves = []
     for pair in pairs.itertuples(index=False):
@@ -247,7 +247,7 @@ def pair_interpolations(pairs: pd.DataFrame, states: Mapping[str, Mapping[str, t
             curve = interpolation_curve(model, states[pair.run_id], states[pair.run_id_b], splits,
                                         alphas=alphas, match=match, run_ids=(pair.run_id, pair.run_id_b), **kwargs)
             curves.append(curve)
-    curves = pd.concat(curves, ignore_index=True)
+    curves = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=INTERPOLATION_COLUMNS)
     labels = pairs.drop_duplicates(["run_id", "run_id_b"])
     barriers = interpolation_barriers(curves).merge(labels, on=["run_id", "run_id_b"])
     curves = curves.merge(labels, on=["run_id", "run_id_b"])

@@ -68,16 +68,17 @@ def slice_summaries(surfaces: pd.DataFrame, *, metric: str = "loss", fit_fractio
         rise_fraction: where ``rise`` is read, as a fraction of the slice's largest |α|.
 
     Returns:
-        Tidy frame: the label columns, then ``metric`` (a summary name) and ``value``.
+        Tidy frame: the label columns, then ``metric`` (a summary name) and ``value``; empty
+        when ``surfaces`` is (ValueError when it has rows but none of ``metric`` at β = 0).
     """
     if not (0 < fit_fraction <= 1 and 0 < rise_fraction <= 1):
         raise ValueError(f"invalid arguments fit_fraction={fit_fraction}, rise_fraction={rise_fraction}: "
                          "each must lie in (0, 1]")
     labels = [c for c in surfaces.columns if c not in _SURFACE_VALUES]
     sub = surfaces[(surfaces["metric"] == metric) & (surfaces["beta"] == 0)]
-    if sub.empty:
+    if sub.empty and not surfaces.empty:
         raise ValueError(f"no slice rows with metric={metric!r} and beta == 0")
-    rows = []
+    rows = []  # no surfaces at all (e.g. every run diverged): no summaries
     for key, one in sub.groupby(labels, sort=False, dropna=False):
         one = one.sort_values("alpha")
         alpha, loss = one["alpha"].to_numpy(np.float64), one["value"].to_numpy(np.float64)

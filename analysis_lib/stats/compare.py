@@ -70,6 +70,8 @@ def _contrast_rows(df, condition, baseline, by, value, unit, row_fn: Callable) -
     if "metric" not in by and "metric" in df.columns and df["metric"].nunique() > 1:
         raise bad_argument("by", by, "must include 'metric' when df holds several metrics (values of "
                    "different metrics would be averaged together)")
+    if df.empty:  # no data (e.g. every run diverged): no tests, rather than "fewer than two levels"
+        return []
     levels, baseline = _levels_and_baseline(df, condition, baseline)
     wide = _unit_table(df, condition, by, value, unit)
     groups = wide.groupby(level=list(by), observed=True) if by else [((), wide)]
@@ -165,7 +167,8 @@ def compare_conditions(df: pd.DataFrame, condition: str, *, baseline=None, paire
 
     Raises:
         ValueError: a named column is missing, ``baseline`` is not a level, ``condition`` has
-            fewer than two levels, or ``test``/``adjust`` is unknown.
+            fewer than two levels, or ``test``/``adjust`` is unknown. An empty ``df`` (no data,
+            e.g. every run diverged) gives an empty table instead.
 
     References: Student (1908); Welch (1947); Wilcoxon (1945); Mann & Whitney (1947);
         Lakens (2013) for d_z and g; Efron & Tibshirani (1993) for the bootstrap.

@@ -90,6 +90,10 @@ def mixed_model(df: pd.DataFrame, formula: str = "value ~ C(condition) * C(layer
     keys = list(dict.fromkeys([*predictors, groups]))
     data = (df.dropna(subset=[response, *keys]).astype({response: np.float64})
             .groupby(keys, observed=True, as_index=False)[response].mean())
+    if data[groups].nunique() < 2:  # e.g. every run diverged: nothing to fit, one row that says so
+        row = empty_row(f"MixedLM: not estimable from {len(data)} observations in "
+                        f"{data[groups].nunique()} {groups} groups", n=len(data))
+        return result_table([{**row, "metric": metric, "layer": "all", "contrast": "all"}])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = smf.mixedlm(formula, data, groups=data[groups]).fit(reml=True)

@@ -120,12 +120,54 @@ def scale_invariance_verdict(summaries: pd.DataFrame, *, label: str = "model", m
         less than ``tol`` and the unnormalised one by more than ``change``, else ``"no"``.
     """
     sub = summaries[summaries["metric"] == metric]
+    if sub.empty:  # the run it rescales did not finish
+        return {"claim": claim, "source": source, "measured": "no finished run to rescale", "n": 0,
+                "reproduced": NOT_TESTED}
     means = sub.groupby(["normalization", label])["value"].mean().unstack(label)
     ratio = means["rescaled"] / means["original"]
     invariant = abs(ratio.get("filter", np.nan) - 1) < tol and abs(ratio.get("none", np.nan) - 1) > change
     return {"claim": claim, "source": source,
             "measured": ", ".join(f"{n}: rescaled/original {metric} = {r:.4g}" for n, r in ratio.items()),
             "n": int(sub["direction_seed"].nunique()), "reproduced": "yes" if invariant else "no"}
+
+
+def rescaling_surfaces(result, run_ids: Sequence[str], *, factor: float, radius: Mapping[str, float],
+                       seeds: Sequence[int], steps: int) -> pd.DataFrame:
+    """Slices of the first finished run of ``run_ids`` and of its equivalent rescaled copy.
+
+    The copy has its first layer multiplied by ``factor`` and the next divided by it
+    (:func:`~analysis_lib.landscape.directions.equivalent_rescaling`): the same function.
+
+    Returns:
+        :func:`~analysis_lib.landscape.surfaces.surface_table` rows on the training split per
+        normalisation in ``radius`` (its slice radius), with ``model`` ``"original"`` or
+        ``"rescaled"``; empty when none of ``run_ids`` finished.
+    """
+    from ..landscape.directions import equivalent_rescaling
+    from ..landscape.surfaces import surface_table
+
+    finished = [r for r in run_ids if r in set(result.run_ids(status="finished"))]
+    if not finished:
+        return pd.DataFrame(columns=["alpha", "beta", "metric", "value", "model", "normalization"])
+    net, dataset = result.model(finished[0]), result.configs[finished[0]].dataset()
+    train = {"train": (dataset.x_train, dataset.y_train)}
+    return pd.concat([surface_table(m, train, seeds=seeds, radius=r, steps=steps, normalization=n)
+                      .assign(model=k, normalization=n)
+                      for k, m in {"original": net, "rescaled": equivalent_rescaling(net, factor)}.items()
+                      for n, r in radius.items()], ignore_index=True)
+
+
+def rescaling_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """Each slice summary of the original and the rescaled model (mean over directions) and their ratio.
+
+    Returns:
+        ``normalization, metric, original, rescaled, ratio``; empty without summaries.
+    """
+    columns = ["normalization", "metric", "original", "rescaled", "ratio"]
+    if summaries.empty:
+        return pd.DataFrame(columns=columns)
+    means = summaries.groupby(["normalization", "model", "metric"])["value"].mean().unstack("model")
+    return means.assign(ratio=means["rescaled"] / means["original"]).reset_index()[columns]
 
 
 def verdict_rows(batch_tests: pd.DataFrame, residual_tests: pd.DataFrame,
@@ -137,9 +179,14 @@ def verdict_rows(batch_tests: pd.DataFrame, residual_tests: pd.DataFrame,
         residual_tests: residual − plain per summary and normalisation.
         rescaled_summaries: slice summaries of the original and the rescaled network.
     """
-    return ([verdict_row(f"Large-batch minima are sharper than small-batch ones under filter normalisation "
+    batch = [verdict_row(f"Large-batch minima are sharper than small-batch ones under filter normalisation "
                          f"({row.metric}, {row.contrast})", SOURCE, row, f"Δ {row.metric}", "positive")
              for _, row in batch_tests[batch_tests["layer"] == "filter"].iterrows()]
+    residual = [verdict_row(f"Residual connections give {'smoother' if row.metric == 'roughness' else 'flatter'} "
+                            f"surfaces ({row.metric})", SOURCE, row, f"Δ {row.metric}", "negative")
+                for _, row in residual_tests[(residual_tests["layer"] == "filter")
+                                             & residual_tests["metric"].isin(["roughness", "curvature"])].iterrows()]
+    return ((batch or [_untested("Large-batch minima are sharper than small-batch ones under filter normalisation")])
             + [normalisation_verdict(batch_tests, "curvature",
                                      claim="... and the comparison shows only after filter normalisation",
                                      source=SOURCE),
@@ -147,7 +194,10 @@ def verdict_rows(batch_tests: pd.DataFrame, residual_tests: pd.DataFrame,
                                         claim="Unnormalised sharpness changes under an equivalent rescaling; "
                                               "filter-normalised does not",
                                         source="Dinh et al. 2017; Li et al. 2018")]
-            + [verdict_row(f"Residual connections give {'smoother' if row.metric == 'roughness' else 'flatter'} "
-                           f"surfaces ({row.metric})", SOURCE, row, f"Δ {row.metric}", "negative")
-               for _, row in residual_tests[(residual_tests["layer"] == "filter")
-                                            & residual_tests["metric"].isin(["roughness", "curvature"])].iterrows()])
+            + (residual or [_untested("Residual connections give smoother and flatter surfaces")]))
+
+
+def _untested(claim: str) -> dict:
+    """The row of a claim none of whose tests could be computed (no finished runs in its arm)."""
+    return {"claim": claim, "source": SOURCE, "measured": "no test could be computed (no finished runs)",
+            "n": 0, "reproduced": NOT_TESTED}

@@ -137,8 +137,15 @@ def apart_verdicts(summary: pd.DataFrame, *, comparable: float, barrier_min: flo
     above ``barrier_min`` (fails below). ``perturb_scale`` (the twins' initial relative distance)
     is quoted beside the final distances.
     """
-    s = summary[~summary["matched"]].pivot_table(index="seed", columns=["metric", "pair"], values="value")
+    s = summary[~summary["matched"].astype(bool)].pivot_table(index="seed", columns=["metric", "pair"], values="value")
     label = twin_label(0)
+    needed = [("relative_distance", label), ("relative_distance", "independent"), ("barrier", label)]
+    if s.empty or any(c not in s.columns for c in needed):  # e.g. the parents or twins diverged
+        untested = {"source": source, "measured": "no finished step-0 twin pair with its independent pair",
+                    "n": 0, "reproduced": NOT_TESTED}
+        return [{"claim": "A tiny perturbation at initialisation sends the twins as far apart as independent runs",
+                 **untested}, {"claim": "... into a different minimum, with a loss barrier between the twins",
+                               **untested}]
     ratio = (s[("relative_distance", label)] / s[("relative_distance", "independent")]).dropna()
     r = mean_ci(pd.DataFrame({"g": 0, "value": ratio}), ["g"], n_boot=n_boot).iloc[0]
     b = mean_ci(pd.DataFrame({"g": 0, "value": s[("barrier", label)].dropna()}), ["g"], n_boot=n_boot).iloc[0]
@@ -183,6 +190,9 @@ def pca_verdicts(table: pd.DataFrame, *, top: int, margin: float, n_boot: int = 
     ratio − reference (the finite-trajectory reference) lies within ±``margin``, and fails when
     one lies outside.
     """
+    if table.empty:
+        return [{"claim": f"Most variance lies in the first {top} principal components, as for a random walk",
+                 "source": source, "measured": "no finished parent trajectories", "n": 0, "reproduced": NOT_TESTED}]
     sub = table[table["component"] <= top]
     cumulative = sub.groupby(["from_step", "run_id"], as_index=False)["ratio"].sum().rename(columns={"ratio": "value"})
     most = mean_ci(cumulative, ["from_step"], n_boot=n_boot).set_index("from_step")
@@ -234,19 +244,43 @@ def check_variance_factor(factor: float) -> None:
         raise ConfigError(f"invalid parameter variance_factor={factor!r}: must be a finite number > 1")
 
 
+def variance_table(correct: pd.DataFrame, *, n_boot: int) -> pd.DataFrame:
+    """Observed against predicted between-seed variance by the chi-square and the bootstrap CI.
+
+    Returns:
+        Two rows of :data:`~analysis_lib.stats.seed_variance.VARIANCE_COLUMNS`; none when fewer
+        than two parents finished (nothing to compare).
+    """
+    from ..stats.seed_variance import VARIANCE_COLUMNS, accuracy_variance
+
+    if len(correct) < 2:
+        return pd.DataFrame(columns=VARIANCE_COLUMNS)
+    return pd.concat([accuracy_variance(correct, method=m, n_boot=n_boot) for m in ("chi2", "bootstrap")],
+                     ignore_index=True)
+
+
 def variance_verdict(result: pd.DataFrame, factor: float, source: str = CALIBRATED_CHAOS) -> dict:
     """Verdict row: is the between-seed variance what independent per-example outcomes predict?
 
     Rule fixed in advance: yes when the CI of observed / predicted lies within
     [1/``factor``, ``factor``], no when it lies outside, inconclusive otherwise.
     """
+    claim = (f"Between-seed variance of test accuracy matches the binomial prediction from "
+             f"per-example correctness (within a factor {factor:g})")
+    if result.empty:
+        return {"claim": claim, "source": source, "measured": "fewer than two parents finished", "n": 0,
+                "reproduced": NOT_TESTED}
     r = result.iloc[0]
     sd = f"sd of accuracy {np.sqrt(r['observed_var']):.3g} observed vs {np.sqrt(r['predicted_var']):.3g} predicted"
-    return {"claim": f"Between-seed variance of test accuracy matches the binomial prediction from "
-                     f"per-example correctness (within a factor {factor:g})", "source": source,
+    return {"claim": claim, "source": source,
             "measured": f"observed / predicted = {r['ratio']:.3g} [{r['ci_low']:.3g}, {r['ci_high']:.3g}] "
                         f"({r['method']}; {sd})", "n": int(r["n_seeds"]),
             "reproduced": verdict_within(r["ci_low"], r["ci_high"], 1.0 / factor, factor)}
+
+
+TIMING_SOURCE = "Altıntaş et al. 2025 (claim 10)"
+MATCHING_SOURCE = "Ainsworth et al. 2023 (Git Re-Basin)"
+MATCHING_CLAIM = "Weight matching lowers the barrier between independent runs"
 
 
 def verdict_rows(summary: pd.DataFrame, timing_tests: pd.DataFrame, matching_tests: pd.DataFrame,
@@ -259,13 +293,14 @@ def verdict_rows(summary: pd.DataFrame, timing_tests: pd.DataFrame, matching_tes
     (expected negative); matching from the paired difference on independent pairs (expected
     negative); then the variance and the trajectory rows.
     """
+    timing = [verdict_row(f"Later perturbations leave twins closer: {row.metric} ({row.contrast})",
+                          TIMING_SOURCE, row, f"Δ {row.metric}", "negative") for _, row in timing_tests.iterrows()]
+    matching = [verdict_row(MATCHING_CLAIM, MATCHING_SOURCE, row, "Δ train-loss barrier", "negative")
+                for _, row in matching_tests.iterrows() if "independent" in row.contrast]
+    untested = {"measured": "no test could be computed (no finished pairs)", "n": 0, "reproduced": NOT_TESTED}
     return (apart_verdicts(summary, comparable=comparable, barrier_min=barrier_min, perturb_scale=perturb_scale,
                            n_boot=n_boot)
-            + [verdict_row(f"Later perturbations leave twins closer: {row.metric} ({row.contrast})",
-                           "Altıntaş et al. 2025 (claim 10)", row, f"Δ {row.metric}", "negative")
-               for _, row in timing_tests.iterrows()]
-            + [verdict_row("Weight matching lowers the barrier between independent runs",
-                           "Ainsworth et al. 2023 (Git Re-Basin)", row, "Δ train-loss barrier", "negative")
-               for _, row in matching_tests.iterrows() if "independent" in row.contrast]
-            + [variance_verdict(variance.iloc[[0]], variance_factor)]
+            + (timing or [{"claim": "Later perturbations leave twins closer", "source": TIMING_SOURCE, **untested}])
+            + (matching or [{"claim": MATCHING_CLAIM, "source": MATCHING_SOURCE, **untested}])
+            + [variance_verdict(variance.iloc[:1], variance_factor)]
             + pca_verdicts(pca, top=pca_top, margin=pca_margin, n_boot=n_boot))

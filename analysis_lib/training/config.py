@@ -243,32 +243,10 @@ class RunConfig(RunConfigBase):
         return load_dataset(self.data).to("cpu", getattr(torch, self.train.dtype))
 
     def size_estimate(self) -> dict:
-        """An upper bound of the run's parameters and peak memory, for the guard before training.
+        """An upper bound of the run's parameters and peak memory (:func:`~analysis_lib.training.size.mlp_size`)."""
+        from .size import mlp_size
 
-        Weights, gradients, optimizer state (momentum 1, Adam 2 copies) and the copies probes keep
-        (initial and previous weights: 2), plus three copies of the activations of one batch.
-        """
-        from .data import class_count
-
-        m, d = self.model, self.data
-        features = d.n_features if d.name == "gaussian_mixture" else {"mnist1d": 40, "digits": 64}[d.name]
-        classes = class_count(d)
-        if m.kind == "mlp":
-            n_params = features * m.width + (m.depth - 1) * m.width**2 + m.width * classes + m.depth * m.width + classes
-            activations = m.depth * m.width
-        else:
-            length = features
-            for _ in range(m.depth):
-                length = (length + 2 * (m.kernel_size // 2) - m.kernel_size) // 2 + 1
-            n_params = (m.kernel_size * m.width * (1 + (m.depth - 1) * m.width) + m.depth * m.width
-                        + m.width * max(length, 1) * classes + classes)
-            activations = m.depth * m.width * features
-        n_params += 2 * m.depth * m.width * (m.norm != "none")  # normalisation scales and shifts
-        batch = self.train.batch_size or d.n_train
-        states = 2 if self.train.optimizer in ("adam", "adamw") else int(self.train.momentum > 0)
-        itemsize = 8 if self.train.dtype == "float64" else 4
-        total = itemsize * (n_params * (4 + states) + 3 * batch * activations)
-        return {"parameter": "model.width", "value": m.width, "n_params": n_params, "bytes": total}
+        return mlp_size(self)
 
     def problem(self):
         """The run's loss (cross-entropy) and train / test splits, a :class:`~analysis_lib.training.problem.Problem`."""

@@ -146,7 +146,7 @@ def explained_variance_table(trajectories: Mapping[str, Mapping[str, torch.Tenso
                                         "ratio": pca.explained_ratio[:k],
                                         "random_walk": random_walk_ratios(steps, k),
                                         "asymptotic": asymptotic_random_walk_ratios(k)}))
-    return pd.concat(frames, ignore_index=True)[PCA_COLUMNS]
+    return pd.concat(frames, ignore_index=True)[PCA_COLUMNS] if frames else pd.DataFrame(columns=PCA_COLUMNS)
 
 
 def projection_table(trajectories: Mapping[str, Mapping[str, torch.Tensor]], k: int = 2, *,
@@ -162,4 +162,6 @@ def projection_table(trajectories: Mapping[str, Mapping[str, torch.Tensor]], k: 
         frame = pd.DataFrame(pca.projections, columns=np.arange(1, k + 1)).assign(step=pca.steps)
         long = frame.melt(id_vars="step", var_name="component", value_name="value")
         frames.append(long.assign(run_id=rid))
+    if not frames:
+        return pd.DataFrame(columns=PROJECTION_COLUMNS)
     return pd.concat(frames, ignore_index=True)[PROJECTION_COLUMNS]

@@ -51,6 +51,8 @@ def spread_table(means: pd.DataFrame) -> pd.DataFrame:
         value`` with ``measure`` in ``mad`` and ``relative_mad`` (divided by the layer mean) and
         ``segment`` in all / early / middle / late.
     """
+    if means.empty:  # no comparable model (every run diverged or none learned)
+        return pd.DataFrame(columns=[*RUN_KEYS, "projection", "statistic", "segment", "measure", "value"])
     keyed = means.assign(example=means.groupby(RUN_KEYS, sort=False).ngroup())
     keys = keyed[[*RUN_KEYS, "example"]].drop_duplicates()
     spread = cross_layer_mad(keyed[["example", "layer", "projection", "statistic", "value"]])
@@ -116,7 +118,10 @@ def summary_tests(means: pd.DataFrame, spreads: pd.DataFrame, statistic: str, *,
 
 def gap_table(profile: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """Per run and checkpoint, ``a − b`` of a profile summary (one ``metric``); metric ``"a - b <metric>"``."""
-    wide = profile.pivot_table(index=["run_id", "seed", "checkpoint", "metric"], columns="condition", values="value")
+    index = ["run_id", "seed", "checkpoint", "metric"]
+    wide = profile.pivot_table(index=index, columns="condition", values="value")
+    if a not in wide or b not in wide:  # no comparable model
+        return pd.DataFrame(columns=[*index, "value"])
     out = (wide[a] - wide[b]).rename("value").reset_index()
     out["metric"] = f"{a} - {b} " + out["metric"]
     return out
