@@ -7,6 +7,11 @@ is below zero, and is inconclusive otherwise (the experiment cannot tell at this
 A claim the data never reached is **not tested**, never "yes" or "no": its interval could not be
 computed (NaN), no run contributed (n = 0), or none of the study's runs finished (all diverged or
 failed; :func:`verdict_table` with ``runs``).
+
+Besides the five required columns a row may carry ``rule`` (the rule that decided it, in words,
+written by the code that applied it; the report lists each distinct rule once) and ``power`` (for
+an inconclusive row: the smallest effect the design could detect at 80% power and the seeds the
+observed effect would need, :mod:`analysis_lib.stats.power`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import math
 
 import pandas as pd
 
-VERDICT_COLUMNS = ["claim", "source", "measured", "n", "reproduced"]
+REQUIRED_COLUMNS = ["claim", "source", "measured", "n", "reproduced"]
+VERDICT_COLUMNS = [*REQUIRED_COLUMNS, "rule", "power"]  # the last two may be left out ("")
 NOT_TESTED = "not tested"
 OUTCOMES = ("yes", "no", "partly", "inconclusive", NOT_TESTED)
 
@@ -45,7 +51,7 @@ def describe_estimate(row: pd.Series, name: str, digits: int = 3) -> str:
 
 
 def verdict_table(rows: list[dict], *, runs: dict | None = None) -> pd.DataFrame:
-    """A verdict table with fixed columns; each row needs every key of VERDICT_COLUMNS.
+    """A verdict table with fixed columns; each row needs every key of REQUIRED_COLUMNS (rule, power: optional).
 
     Args:
         rows: the study's verdict rows.
@@ -61,8 +67,9 @@ def verdict_table(rows: list[dict], *, runs: dict | None = None) -> pd.DataFrame
         rows = [{**row, "measured": f"{reason}; {row.get('measured', '')}", "reproduced": NOT_TESTED}
                 for row in rows]
     rows = [{**row, "reproduced": NOT_TESTED} if _no_data(row.get("n")) else row for row in rows]
+    rows = [{"rule": "", "power": "", **row} for row in rows]
     for row in rows:
-        missing = set(VERDICT_COLUMNS) - set(row)
+        missing = set(REQUIRED_COLUMNS) - set(row)
         if missing:
             raise ValueError(f"verdict row {row!r} lacks {sorted(missing)}")
         if row["reproduced"] not in OUTCOMES:
@@ -85,12 +92,29 @@ def verdict_row(claim: str, source: str, result: pd.Series, name: str, expected:
     p-value is not below ``alpha``: with few seeds a bootstrap CI can exclude zero while the test
     cannot, and a verdict needs both.
     """
+    from .power import power_note
+
     outcome = verdict_from_interval(result["ci_low"], result["ci_high"], expected)
     p = result.get("p_adj", result.get("pvalue", float("nan")))
     if outcome not in ("inconclusive", NOT_TESTED) and not (p < alpha):
         outcome = "inconclusive"
     return {"claim": claim, "source": source, "measured": describe_estimate(result, name),
-            "n": int(result["n"]), "reproduced": outcome}
+            "n": int(result["n"]), "reproduced": outcome, "rule": interval_rule(result, expected, alpha),
+            "power": power_note(result, name, alpha=alpha) if outcome == "inconclusive" else ""}
+
+
+def interval_rule(result: pd.Series, expected: str, alpha: float = 0.05) -> str:
+    """The rule :func:`verdict_row` applies to ``result``, in words (its test and adjustment named)."""
+    method = str(result.get("method", "") or "")
+    adjusted = next((a for a in ("holm", "fdr_bh", "bonferroni") if method.endswith(a)), None)
+    p = f"the {ADJUSTMENTS[adjusted]}-adjusted p" if adjusted else "p"
+    side, other = ("above", "below") if expected == "positive" else ("below", "above")
+    test = method.split(",")[0].strip() or "the test"
+    return (f"yes when the 95% CI lies {side} 0 and {p} < {alpha:g} ({test}); no when it lies {other} 0 "
+            f"and {p} < {alpha:g}; inconclusive otherwise")
+
+
+ADJUSTMENTS = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg", "bonferroni": "Bonferroni"}
 
 
 def verdict_within(ci_low: float, ci_high: float, lo: float, hi: float) -> str:
