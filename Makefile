@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # that made tiny models up to 8x slower (docs/architecture.md, "Threads"). Must be set before torch loads.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv browser lint test browser-check report report-full lab sync clean-cache clean-reports
+.PHONY: help venv browser lint test browser-check report report-full replicate lab sync clean-cache clean-reports
 
 help: ## list the targets
 	@echo "Targets (variables: PARAMS=$(PARAMS), STUDY=..., PYTEST_ARGS=..., PYTHON=$(PYTHON)):"
@@ -65,8 +65,12 @@ browser-check: venv browser ## open reports/ (or ANALYSIS_LIB_REPORTS) in headle
 report: venv ## render studies with PARAMS (default: default) to reports/; STUDY=NN-name for one
 	$(BIN)/python -m analysis_lib report --params $(PARAMS) $(foreach s,$(STUDY),--study $(s))
 
-report-full: venv ## render the studies that have a `full` parameter set (slow)
+report-full: venv ## render the studies that have a `full` parameter set, then replicate each on new seeds (slow)
 	$(BIN)/python -m analysis_lib report --params full --skip-missing $(foreach s,$(STUDY),--study $(s))
+	$(BIN)/python -m analysis_lib replicate --params full $(foreach s,$(STUDY),--study $(s))
+
+replicate: venv ## render rendered studies again on disjoint seeds (PARAMS, STUDY) and compare their verdicts
+	$(BIN)/python -m analysis_lib replicate --params $(PARAMS) $(foreach s,$(STUDY),--study $(s))
 
 # The notebooks name the kernel `analysis-lib`, which `make venv` registers inside .venv (--sys-prefix):
 # JupyterLab started from .venv finds it, and nothing is written to the user's home.

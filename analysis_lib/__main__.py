@@ -1,7 +1,8 @@
-"""Command line: ``python -m analysis_lib {report,index,sweep,runs,clear-cache}``.
+"""Command line: ``python -m analysis_lib {report,replicate,index,sweep,runs,clear-cache}``.
 
 python -m analysis_lib report [--params default] [--study 01-layer-dynamics ...]
 python -m analysis_lib report --study 01-layer-dynamics --params-file my-params.yaml
+python -m analysis_lib replicate [--study 03-hessian-spectrum ...] [--params default] [--seeds 10 11 12]
 python -m analysis_lib index
 python -m analysis_lib sweep grid.yaml [--workers 2] [--scheduler tcp://host:8786] [--output m.parquet]
 python -m analysis_lib runs [--store data/runs]
@@ -31,6 +32,32 @@ def _report(args: argparse.Namespace) -> int:
                        notebooks_dir=args.notebooks_dir, skip_missing=args.skip_missing)
     print(f"index: {index}")
     return 0
+
+
+def _replicate(args: argparse.Namespace) -> int:
+    """Render studies again on disjoint seeds and compare verdicts (:mod:`analysis_lib.report.replicate`)."""
+    from analysis_lib.report.render import error_summary
+    from analysis_lib.report.replicate import replicate_study, replication_summary
+    from analysis_lib.report.studies import list_studies, notebooks_dir_or_default, param_sets
+
+    nb_dir = notebooks_dir_or_default(args.notebooks_dir)
+    studies = args.study or [s for s in list_studies(nb_dir) if args.params in param_sets(s, nb_dir)]
+    failures = 0
+    for study in studies:
+        try:
+            record = replicate_study(study, args.params, args.seeds, reports_dir=args.reports_dir,
+                                     notebooks_dir=nb_dir)
+        except ConfigError as err:  # bad seeds, or no report to compare with
+            if args.study:
+                raise
+            print(f"skip     {study}: {err}", flush=True)
+            continue
+        except Exception as exc:  # a failing render: say which, go on with the others
+            failures += 1
+            print(f"FAILED   {study} replication: {error_summary(exc)}", file=sys.stderr)
+            continue
+        print(f"ok       {study} ({args.params}) replication on {replication_summary(record)}")
+    return 1 if failures else 0
 
 
 def _report_with_file(args: argparse.Namespace) -> int:
@@ -140,13 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip studies without the parameter set instead of failing")
     report.add_argument("--params-file", type=Path, default=None, metavar="YAML",
                         help="render one --study with these values on top of the --params set")
+    replicate = commands.add_parser("replicate", help="render studies again on disjoint seeds and compare verdicts")
+    replicate.add_argument("--params", default="default", help="parameter set (default: default)")
+    replicate.add_argument("--study", action="append", metavar="NN-NAME",
+                           help="study to replicate; repeat for several (default: all with the parameter set)")
+    replicate.add_argument("--seeds", type=int, nargs="+", default=None,
+                           help="the new seeds (default: as many as the study uses, after the largest)")
     index = commands.add_parser("index", help="rebuild reports/index.html only")
-    for sub in (report, index):
+    for sub, func in ((report, _report), (replicate, _replicate), (index, _index)):
         sub.add_argument("--reports-dir", type=Path, default=None,
                          help="output folder (default: reports/ in the project)")
         sub.add_argument("--notebooks-dir", type=Path, default=None,
                          help="study notebooks folder (default: notebooks/ in the project)")
-        sub.set_defaults(func=_report if sub is report else _index)
+        sub.set_defaults(func=func)
     _add_sweep_and_runs(commands)
     clear = commands.add_parser("clear-cache", help="delete the run store data/runs/")
     clear.add_argument("--yes", action="store_true", help="really delete (default: dry run)")

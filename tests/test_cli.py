@@ -172,3 +172,13 @@ def test_an_unreachable_scheduler_fails_within_seconds_naming_it():
         with grid_executor(scheduler="tcp://127.0.0.1:9"):
             pass
     assert time.perf_counter() - start < 15
+
+
+def test_replicate_without_a_published_report_is_one_error_line(fake_study, tmp_path, capsys):
+    (fake_study / "params" / STUDY / "default.yaml").write_text("title: t\nseeds: [0, 1]\n")
+    argv = ["replicate", "--study", STUDY, "--notebooks-dir", str(fake_study), "--reports-dir", str(tmp_path / "r")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: invalid study 99-fake for replicate: no published report")
+    assert main(argv[:1] + argv[3:]) == 0  # every study: the unrendered one is skipped, and says so
+    assert f"skip     {STUDY}: invalid study" in capsys.readouterr().out

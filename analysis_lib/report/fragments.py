@@ -30,8 +30,11 @@ vertical-align:top}.study-summary th{background:#f4f4f4}
 .study-summary :is(.partly,.incomplete){background:#fdf1c7}
 .study-summary :is(.inconclusive,.not-rendered){background:#e8e8e8}
 .study-summary .not-tested{background:#f4f4f4;color:#666;font-style:italic}
+.study-summary .replicates{background:#d4f4dd}.study-summary .weakens{background:#fdf1c7}
+.study-summary .contradicts{background:#fbd5d5}.study-summary .missing{background:#e8e8e8}
 .study-summary .smoke{background:#fdf1c7;border:1px solid #e0c060;padding:.4rem .6rem;font-weight:600}
 .study-summary .warn{color:#9a3b00;font-weight:600}
+.study-summary .rules{font-size:.85rem;margin:.2rem 0}.study-summary .power{color:#555}
 .study-summary dt{font-weight:600;float:left;clear:left;width:9rem}
 .study-summary dd{margin:0 0 .2rem 9.5rem}.study-summary code{font-size:.85rem;word-break:break-all}
 .study-summary pre{white-space:pre-wrap;word-break:break-all;background:#f6f6f6;padding:.4rem}
@@ -58,8 +61,20 @@ def _verdict_row(row: dict) -> str:
         claim += f"<br><small><a href=\"{link}\">{_E(str(row['source']))}</a></small>"
     outcome = _E(str(row.get("reproduced", "")))
     css = outcome.replace(" ", "-")  # "not tested" -> one class
-    return (f'<tr><td>{claim}</td><td>{_E(str(row.get("measured", "")))}</td>'
+    measured = _E(str(row.get("measured", "")))
+    if row.get("power"):  # an inconclusive row: what the design could have detected
+        measured += f'<br><small class="power">power: {_E(str(row["power"]))}</small>'
+    return (f'<tr><td>{claim}</td><td>{measured}</td>'
             f'<td>{_E(str(row.get("n", "")))}</td><td class="{css}">{outcome}</td></tr>')
+
+
+def _rules(rows: list[dict]) -> str:
+    """Each distinct rule the rows name (written by the code that applied it), listed once."""
+    rules = list(dict.fromkeys(str(r["rule"]) for r in rows if r.get("rule")))
+    if not rules:
+        return ""
+    items = "".join(f"<li>{_E(rule)}</li>" for rule in rules)
+    return f'<p><small>Rules applied to the rows above:</small></p><ul class="rules">{items}</ul>'
 
 
 def verdict_table(verdict) -> str:
@@ -84,7 +99,31 @@ def verdict_table(verdict) -> str:
             "<p><small>yes / no: the interval lies on the predicted / the other side (or inside / outside "
             "the equivalence band), with p below 0.05 where a test applies; partly: some runs or settings; "
             "inconclusive: the interval straddles the bar; not tested: no data reached the claim (no run "
-            "finished, no run qualified, or no interval could be computed).</small></p>")
+            "finished, no run qualified, or no interval could be computed). An inconclusive row says, "
+            "under power, the smallest effect the design could detect at 80% power and the seeds the "
+            "observed effect would need.</small></p>" + _rules(rows))
+
+
+def replication_block(record: dict | None) -> str:
+    """The replication state of a study (``<study>/replication.json``), '' when it has none.
+
+    One line with the counts and a link to the replication report, and the rows that did not
+    replicate, each with both verdicts.
+    """
+    from .replicate import replication_summary
+
+    text = replication_summary(record)
+    if text is None:
+        return ""
+    link = _E(quote(str(record.get("report", "")), safe="/"))
+    rows = [r for r in record.get("rows", []) if isinstance(r, dict) and r.get("class") != "replicates"]
+    body = "".join(f'<tr><td>{_E(str(r.get("claim")))}</td><td>{_E(str(r.get("original")))}</td>'
+                   f'<td>{_E(str(r.get("replication")))}</td><td class="{_E(str(r.get("class")).replace(" ", "-"))}">'
+                   f'{_E(str(r.get("class")))}</td></tr>' for r in rows)
+    table = (f"<table><tr><th>claim</th><th>verdict</th><th>on new seeds</th><th>replication</th></tr>{body}</table>"
+             if rows else "")
+    return (f'<p class="replication"><b>Replication</b> on {_E(text)} '
+            f'(<a href="{link}">replication report</a>).</p>{table}')
 
 
 def smoke_banner(render: dict | None) -> str:

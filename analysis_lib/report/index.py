@@ -17,6 +17,7 @@ from .fragments import (
     SUMMARY_CSS,
     provenance_list,
     read_json,
+    replication_block,
     report_link,
     reproduce_block,
     smoke_banner,
@@ -74,6 +75,7 @@ def study_section(out_root: Path, study: str) -> str:
         parts.append(f'<p class="question">{_E(str(summary["question"]))}</p>')
     if summary is not None:
         parts.append(verdict_table(summary.get("verdict")))
+        parts.append(replication_block(read_json(out_root / study / "replication.json")))
     if summary is not None or render is not None:
         parts.append(provenance_list(summary or {}, render or {}))
         parts.append(f"<details><summary>how to reproduce</summary>"
