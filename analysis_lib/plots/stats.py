@@ -63,3 +63,41 @@ def plot_interval_table(table: pd.DataFrame, *, null: float, xlabel: str) -> plt
     axes[0, 0].invert_yaxis()  # first contrast on top; the axes share y
     fig.tight_layout()
     return fig
+
+
+# Colours of categorical outcomes (those of the published reports' tables).
+OUTCOME_COLOURS = {"yes": "#9be3ae", "no": "#f4a3a3", "partly": "#f8e08e", "inconclusive": "#d0d0d0",
+                   "not tested": "#ffffff"}
+
+
+@or_note
+def plot_outcome_grid(table: pd.DataFrame, *, row: str = "claim", setting: tuple[str, str] = ("choice", "value"),
+                      outcome: str = "reproduced", wrap: int = 60) -> plt.Figure:
+    """A grid of categorical outcomes: one line per ``row``, one column per setting, coloured cells.
+
+    Args:
+        table: tidy rows (e.g. :func:`analysis_lib.studies.sensitivity.sensitivity_table`).
+        row: the column of the lines. setting: the columns naming a setting, joined as
+            ``"choice = value"`` (columns in order of appearance). outcome: the cells' text.
+        wrap: characters per line of a row label.
+    """
+    import textwrap
+
+    labels = table[list(setting)].astype(str).agg(" = ".join, axis=1)
+    wide = table.assign(_setting=labels).pivot_table(index=row, columns="_setting", values=outcome, aggfunc="first",
+                                                     sort=False)
+    wide = wide.reindex(index=list(dict.fromkeys(table[row])), columns=list(dict.fromkeys(labels)))
+    fig, ax = plt.subplots(figsize=(1.15 * wide.shape[1] + 4.5, 0.45 * wide.shape[0] + 1.6))
+    for i, (_, line) in enumerate(wide.iterrows()):
+        for j, value in enumerate(line):
+            text = "" if pd.isna(value) else str(value)
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, facecolor=OUTCOME_COLOURS.get(text, "#ffffff"), edgecolor="0.7"))
+            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7)
+    ax.set_xlim(0, wide.shape[1])
+    ax.set_ylim(wide.shape[0], 0)
+    ax.set_xticks(np.arange(wide.shape[1]) + 0.5, [textwrap.fill(c, 16) for c in wide.columns], fontsize=7)
+    ax.set_yticks(np.arange(wide.shape[0]) + 0.5, [textwrap.fill(str(r), wrap) for r in wide.index], fontsize=7)
+    ax.tick_params(length=0)
+    ax.xaxis.tick_top()
+    fig.tight_layout()
+    return fig

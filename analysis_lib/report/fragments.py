@@ -34,7 +34,7 @@ vertical-align:top}.study-summary th{background:#f4f4f4}
 .study-summary .contradicts{background:#fbd5d5}.study-summary .missing{background:#e8e8e8}
 .study-summary .smoke{background:#fdf1c7;border:1px solid #e0c060;padding:.4rem .6rem;font-weight:600}
 .study-summary .warn{color:#9a3b00;font-weight:600}
-.study-summary .rules{font-size:.85rem;margin:.2rem 0}.study-summary .power{color:#555}
+.study-summary .rules{font-size:.85rem;margin:.2rem 0}.study-summary :is(.power,.robustness){color:#555}
 .study-summary dt{font-weight:600;float:left;clear:left;width:9rem}
 .study-summary dd{margin:0 0 .2rem 9.5rem}.study-summary code{font-size:.85rem;word-break:break-all}
 .study-summary pre{white-space:pre-wrap;word-break:break-all;background:#f6f6f6;padding:.4rem}
@@ -64,6 +64,8 @@ def _verdict_row(row: dict) -> str:
     measured = _E(str(row.get("measured", "")))
     if row.get("power"):  # an inconclusive row: what the design could have detected
         measured += f'<br><small class="power">power: {_E(str(row["power"]))}</small>'
+    if row.get("robustness"):  # a "no" or "partly": does it hold under the other protocol choices?
+        measured += f'<br><small class="robustness">robustness: {_E(str(row["robustness"]))}</small>'
     return (f'<tr><td>{claim}</td><td>{measured}</td>'
             f'<td>{_E(str(row.get("n", "")))}</td><td class="{css}">{outcome}</td></tr>')
 
@@ -101,7 +103,8 @@ def verdict_table(verdict) -> str:
             "inconclusive: the interval straddles the bar; not tested: no data reached the claim (no run "
             "finished, no run qualified, or no interval could be computed). An inconclusive row says, "
             "under power, the smallest effect the design could detect at 80% power and the seeds the "
-            "observed effect would need.</small></p>" + _rules(rows))
+            "observed effect would need; a no or partly row says, under robustness, whether it holds under "
+            "the study's alternative protocol choices.</small></p>" + _rules(rows))
 
 
 def replication_block(record: dict | None) -> str:

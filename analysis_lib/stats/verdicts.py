@@ -11,7 +11,9 @@ failed; :func:`verdict_table` with ``runs``).
 Besides the five required columns a row may carry ``rule`` (the rule that decided it, in words,
 written by the code that applied it; the report lists each distinct rule once) and ``power`` (for
 an inconclusive row: the smallest effect the design could detect at 80% power and the seeds the
-observed effect would need, :mod:`analysis_lib.stats.power`).
+observed effect would need, :mod:`analysis_lib.stats.power`) and ``robustness`` (for a "no" or
+"partly": whether it holds under the study's alternative protocol choices,
+:mod:`analysis_lib.studies.sensitivity`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import math
 import pandas as pd
 
 REQUIRED_COLUMNS = ["claim", "source", "measured", "n", "reproduced"]
-VERDICT_COLUMNS = [*REQUIRED_COLUMNS, "rule", "power"]  # the last two may be left out ("")
+VERDICT_COLUMNS = [*REQUIRED_COLUMNS, "rule", "power", "robustness"]  # the last three may be left out ("")
 NOT_TESTED = "not tested"
 OUTCOMES = ("yes", "no", "partly", "inconclusive", NOT_TESTED)
 
@@ -51,7 +53,7 @@ def describe_estimate(row: pd.Series, name: str, digits: int = 3) -> str:
 
 
 def verdict_table(rows: list[dict], *, runs: dict | None = None) -> pd.DataFrame:
-    """A verdict table with fixed columns; each row needs every key of REQUIRED_COLUMNS (rule, power: optional).
+    """A verdict table with fixed columns; each row needs every key of REQUIRED_COLUMNS (the others are optional).
 
     Args:
         rows: the study's verdict rows.
@@ -67,7 +69,7 @@ def verdict_table(rows: list[dict], *, runs: dict | None = None) -> pd.DataFrame
         rows = [{**row, "measured": f"{reason}; {row.get('measured', '')}", "reproduced": NOT_TESTED}
                 for row in rows]
     rows = [{**row, "reproduced": NOT_TESTED} if _no_data(row.get("n")) else row for row in rows]
-    rows = [{"rule": "", "power": "", **row} for row in rows]
+    rows = [{"rule": "", "power": "", "robustness": "", **row} for row in rows]
     for row in rows:
         missing = set(REQUIRED_COLUMNS) - set(row)
         if missing:

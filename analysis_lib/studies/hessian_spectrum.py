@@ -76,19 +76,37 @@ def verdict_rows(counts: pd.DataFrame, width_tests: pd.DataFrame, overlaps: pd.D
         counts: :func:`outlier_counts`. width_tests: bulk width by width, baseline ``base_width``.
         overlaps: :func:`overlap_table`.
     """
-    in_range = counts.assign(ok=lambda d: d["value"].between(d["n_classes"] - 1, d["n_classes"]))
-    return ([{"claim": f"The trained Hessian has C or C − 1 outliers ({ds}, C = {c}, width {w})", "source": SAGUN,
-              "measured": f"outliers per run: {sorted(g['value'].astype(int).tolist())}", "n": len(g),
-              "reproduced": share_verdict(g["ok"])}
-             for (ds, c, w), g in in_range.groupby(["dataset", "n_classes", "width"])]
+    return (outlier_rows(counts)
             + [verdict_row(f"More parameters widen the bulk ({row.contrast})", SAGUN, row, "Δ bulk width",
                            "positive" if float(row.contrast.split(" - ")[0]) > base_width else "negative")
                for _, row in width_tests.iterrows()]
-            + [{"claim": f"The gradient lies in the top-C subspace after an initial phase ({r.dataset}, "
-                         f"C = {r.n_classes}, width {r.width})",
-                "source": GUR_ARI, "measured": f"overlap = {r.mean:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}]",
-                "n": int(r.n), "reproduced": _overlap_outcome(r.ci_low, r.ci_high, overlap_bar)}
-               for r in overlaps.itertuples()])
+            + overlap_rows(overlaps, overlap_bar))
+
+
+PROTOCOL_COUNTING = "largest log gap, top 2C + 2"  # how the protocol counts outliers (module docstring)
+
+
+def outlier_rows(counts: pd.DataFrame, counting: str = PROTOCOL_COUNTING) -> list[dict]:
+    """Claim 5's rows: per dataset, C and width, the share of runs whose count is C or C − 1.
+
+    ``counting`` names how ``counts`` were counted (it goes into each row's rule).
+    """
+    rule = f"outliers counted by {counting}: yes when every run has C or C − 1, partly when some, no when none"
+    in_range = counts.assign(ok=lambda d: d["value"].between(d["n_classes"] - 1, d["n_classes"]))
+    return [{"claim": f"The trained Hessian has C or C − 1 outliers ({ds}, C = {c}, width {w})", "source": SAGUN,
+             "measured": f"outliers per run: {sorted(g['value'].astype(int).tolist())}", "n": len(g),
+             "reproduced": share_verdict(g["ok"]), "rule": rule}
+            for (ds, c, w), g in in_range.groupby(["dataset", "n_classes", "width"])]
+
+
+def overlap_rows(overlaps: pd.DataFrame, bar: float) -> list[dict]:
+    """Claim 6's rows: the mean overlap's CI against ``bar``, per dataset, C and width."""
+    rule = f"yes when the 95% CI of the mean overlap lies above {bar:g}, no when below, inconclusive otherwise"
+    return [{"claim": f"The gradient lies in the top-C subspace after an initial phase ({r.dataset}, "
+                      f"C = {r.n_classes}, width {r.width})",
+             "source": GUR_ARI, "measured": f"overlap = {r.mean:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}]",
+             "n": int(r.n), "reproduced": _overlap_outcome(r.ci_low, r.ci_high, bar), "rule": rule}
+            for r in overlaps.itertuples()]
 
 
 def _overlap_outcome(ci_low: float, ci_high: float, bar: float) -> str:

@@ -1,0 +1,103 @@
+"""Study 03's free choices: claims 5 and 6 re-decided under other outlier rules, bars and training.
+
+The protocol (:mod:`.hessian_spectrum`) counts outliers by the largest log gap among the top
+2C + 2 eigenvalues, calls an overlap "close to 1" above ``overlap_bar``, and trains with SGD and
+momentum for the parameter set's steps. A fair reader could choose differently:
+
+- **outlier rule**: the largest log gap among the top 4C + 4 (a wider search), or every final
+  eigenvalue above the largest eigenvalue of the same run at initialisation (the outliers
+  training created; Sagun et al. compare against the spectrum before training);
+- **overlap bar**: 0.7 or 0.9 instead of the protocol's;
+- **training**: the runs of ``sensitivity_arms`` (by default plain SGD without momentum and 3×
+  longer, the setting of Gur-Ari et al., and 3× longer with momentum), trained as cached runs
+  beside the study's own.
+
+:func:`sensitivity` varies one choice at a time (:mod:`.sensitivity`) and returns the tidy table
+the report shows; claims without runs under an alternative are "not tested" there.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..curvature.spectrum import count_outliers
+from .hessian_spectrum import PROTOCOL_COUNTING, class_counts, outlier_rows, overlap_rows, overlap_table
+from .sensitivity import sensitivity_table
+
+OUTLIER_RULES = (PROTOCOL_COUNTING, "largest log gap, top 4C + 4", "above the initial λ_max")
+OVERLAP_BARS = (0.7, 0.9)  # alternatives to the protocol's overlap_bar
+PROTOCOL_TRAINING = "as run"
+KEYS = ["run_id", "dataset", "n_classes", "width", "seed"]
+
+
+def counts_by_rule(spectra: pd.DataFrame, n_classes: dict, rule: str) -> pd.DataFrame:
+    """Each run's outlier count of its final exact spectrum under ``rule`` (one of :data:`OUTLIER_RULES`).
+
+    Returns:
+        ``run_id, dataset, n_classes, width, seed, value`` (runs with SLQ spectra are left out).
+    """
+    if rule not in OUTLIER_RULES:
+        raise ValueError(f"invalid argument rule={rule!r}: must be one of {OUTLIER_RULES}")
+    exact = spectra[spectra["method"] == "exact"]
+    rows = []
+    for rid, run in exact.groupby("run_id", sort=False):
+        first, last = run["step"].min(), run["step"].max()
+        final = run.loc[run["step"] == last, "eigenvalue"].to_numpy(np.float64)
+        c = int(n_classes[rid])
+        if rule == OUTLIER_RULES[0]:
+            value = count_outliers(final, 2 * c + 2)
+        elif rule == OUTLIER_RULES[1]:
+            value = count_outliers(final, 4 * c + 4)
+        else:
+            if first == last:
+                continue  # no spectrum at initialisation to compare with
+            value = int((final > run.loc[run["step"] == first, "eigenvalue"].max()).sum())
+        rows.append({**run.iloc[0][KEYS[1:]].to_dict(), "run_id": rid, "value": value})
+    out = pd.DataFrame(rows, columns=[*KEYS, "value"])
+    return out.astype({"n_classes": int}) if len(out) else out
+
+
+def claim_rows(result, *, rule: str, bar: float, initial_phase: int, n_boot: int,
+               arms: Sequence[str] | None = None) -> list[dict]:
+    """Claims 5 and 6 of the runs of ``result`` (only ``arms`` when given) under one outlier rule and bar."""
+    runs = result.runs if arms is None else result.runs[result.runs["arm"].isin(arms)]
+    keep = set(runs.loc[runs["status"] != "failed", "run_id"])
+    spectra, metrics = result.table("spectrum"), result.metrics
+    if spectra.empty or metrics.empty:
+        return []
+    spectra, metrics = (_labelled(d[d["run_id"].isin(keep)], result) for d in (spectra, metrics))
+    counts = counts_by_rule(spectra, class_counts(result), rule)
+    return outlier_rows(counts, rule) + overlap_rows(overlap_table(metrics, initial_phase, n_boot=n_boot), bar)
+
+
+def _labelled(df: pd.DataFrame, result) -> pd.DataFrame:
+    """``df`` with dataset, n_classes and width read from each run's config (whatever the grid labelled)."""
+    counts = class_counts(result)
+    labels = {rid: (c.data.name, counts[rid], c.model.width) for rid, c in result.configs.items()}
+    ids = df["run_id"].map(labels)
+    return df.assign(dataset=ids.str[0], n_classes=ids.str[1], width=ids.str[2], arm=df.get("arm", "all"))
+
+
+def sensitivity(result, alternatives, *, protocol_arms: Sequence[str], overlap_bar: float, initial_phase: int,
+                n_boot: int) -> pd.DataFrame:
+    """Claims 5 and 6 under the protocol and each one-at-a-time alternative (:func:`.sensitivity_table`).
+
+    Args:
+        result: the study's grid (claims from ``protocol_arms``). alternatives: the grid of the
+            sensitivity arms (one arm per alternative training, named by its arm), or None.
+    """
+    trainings = [PROTOCOL_TRAINING, *([] if alternatives is None else dict.fromkeys(alternatives.runs["arm"]))]
+    choices = {"outlier rule": OUTLIER_RULES, "overlap bar": sorted({overlap_bar, *OVERLAP_BARS}),
+               "training": trainings}
+    protocol = {"outlier rule": OUTLIER_RULES[0], "overlap bar": overlap_bar, "training": PROTOCOL_TRAINING}
+
+    def evaluate(setting: dict) -> list[dict]:
+        grid, arms = ((result, protocol_arms) if setting["training"] == PROTOCOL_TRAINING
+                      else (alternatives, [setting["training"]]))
+        return claim_rows(grid, rule=setting["outlier rule"], bar=setting["overlap bar"],
+                          initial_phase=initial_phase, n_boot=n_boot, arms=arms)
+
+    return sensitivity_table(evaluate, choices, protocol)
