@@ -42,7 +42,7 @@ EXPECTED = {
         "tables": ["matrix_tests", "spread_tests", "separation", "quality_effects", "summary_tests"],
     },
     "03-hessian-spectrum": {
-        "figures": ["top_eigenvalues", "spectral_density", "outliers_vs_classes", "gradient_overlap"],
+        "figures": ["top_eigenvalues", "spectral_density", "outliers_vs_classes", "gradient_overlap", "sensitivity"],
         "tables": ["outliers_classes_correlation", "bulk_width_tests"],
     },
     "04-edge-of-stability": {
@@ -120,6 +120,17 @@ def test_test_tables_are_complete(smoke_outputs, study):
         assert len(table) > 0 and table["estimate"].notna().all(), name
         tested = table.dropna(subset=["pvalue", "p_adj"])  # a mixed model's intercept is not adjusted
         assert (tested["p_adj"] >= tested["pvalue"] - 1e-15).all(), name
+
+
+def test_every_no_of_study_03_says_whether_it_is_robust(smoke_outputs):
+    folder = smoke_outputs["03-hessian-spectrum"]
+    verdict = json.loads((folder / "summary.json").read_text())["verdict"]
+    checked = [v for v in verdict if v["reproduced"] in ("no", "partly")]
+    assert checked and all(v["robustness"].startswith(("robust", "conditional", "fragile", "not checked"))
+                           for v in checked)
+    assert all(v["power"] for v in verdict if v["reproduced"] == "inconclusive" and v["n"] > 1)
+    grid = pd.read_csv(folder / "sensitivity.csv")
+    assert {"outlier rule", "overlap bar", "training"} <= set(grid["choice"]) and grid["protocol"].any()
 
 
 def test_same_study_twice_gives_identical_numbers(smoke_outputs, tmp_path, _isolated_data_dir):
