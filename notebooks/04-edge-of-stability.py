@@ -47,8 +47,8 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 
 # %%
 from analysis_lib import (StudyOutputs, compare_conditions, expand_grid, format_test_table, format_verdict_table,
-                          grid_executor, mean_ci, run_grid, verdict_table)
-from analysis_lib.plots import curvature as curvature_plots, training as training_plots
+                          grid_executor, run_grid, verdict_table)
+from analysis_lib.plots import curvature as curvature_plots, stats as stat_plots, training as training_plots
 from analysis_lib.studies import edge_of_stability as study
 
 configs = expand_grid({"data": data, "model": model, "train": train, "probes": probes}, arms, seeds)
@@ -68,7 +68,6 @@ result.runs.groupby(["arm", "lr", "batch_size", "status"]).size().rename("runs")
 
 # %%
 summary = study.stability_table(metrics, learning_rates, threshold=threshold, window=window, early=early)
-gd = summary[summary["arm"] == "gd"]
 gd_curves = metrics[metrics["arm"] == "gd"]
 
 # %% [markdown]
@@ -89,8 +88,7 @@ out.save_figure("loss_gd", fig)
 # **Edge-of-stability summary per learning rate** (mean over seeds, 95% bootstrap CI): fraction of runs reaching the edge, first step at the edge, hover ratio η·λ_max/2 after it, fraction of runs whose loss still fell over the window, loss increases in the window.
 
 # %%
-edge = mean_ci(gd[gd["metric"].isin(["reached", "first_step", "hover_ratio", "loss_falls", "loss_increases"])],
-               ["lr", "metric"], n_boot=n_boot)
+gd, edge = study.edge_summary(summary, n_boot=n_boot)
 out.save_table("edge_summary", edge)
 edge
 
@@ -142,12 +140,23 @@ out.save_table("warmup_tests", warmup_tests)
 format_test_table(warmup_tests)
 
 # %% [markdown]
+# ## How much do the verdicts hang on our choices?
+#
+# The full-batch claims re-read from the same runs under other choices, one at a time: when a run counts as at the edge (`threshold`·2/η), the window the hover ratio averages over (`window`), and how close to 1 it must be (`margin`). The verdict table below says, for each "no" or "partly", whether it is robust or conditional.
+
+# %%
+rows, sensitivity = study.robust_verdict_rows(metrics, learning_rates, sgd_tests, warmup_tests, threshold=threshold,
+                                              margin=margin, window=window, early=early, n_boot=n_boot)
+out.save_table("sensitivity", sensitivity)
+fig = stat_plots.plot_outcome_grid(sensitivity)
+out.save_figure("sensitivity", fig)
+
+# %% [markdown]
 # ## Verdict
 #
 # Rules fixed in advance: sharpening reproduces when every full-batch run reaches `threshold`·2/η; hovering when each learning rate's CI of the hover ratio lies inside [1 − margin, 1 + margin] (outside: no); the loss claim when the loss fell over the window in every run that reached the edge; SGD and warm-up from the sign of the paired difference's CI.
 
 # %%
-rows = study.verdict_rows(gd, edge, sgd_tests, warmup_tests, threshold=threshold, margin=margin)
 verdict = verdict_table(rows, runs=result.status_counts())
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),

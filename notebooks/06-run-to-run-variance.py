@@ -58,7 +58,7 @@ from analysis_lib import (StudyOutputs, compare_conditions, explained_variance_t
                           verdict_table)
 from analysis_lib.landscape.interpolation import default_alphas, pair_interpolations
 from analysis_lib.layers import layer_sizes
-from analysis_lib.plots import landscape as landscape_plots, seed_variance as variance_plots
+from analysis_lib.plots import landscape as landscape_plots, seed_variance as variance_plots, stats as stat_plots
 from analysis_lib.plots import training as training_plots, trajectories as trajectory_plots
 from analysis_lib.studies import run_to_run as study
 from analysis_lib.training.evaluation import per_example_correctness
@@ -184,15 +184,25 @@ fig = trajectory_plots.plot_trajectory_projections(projection_table({rid: trajec
 out.save_figure("trajectory_projections", fig)
 
 # %% [markdown]
+# ## How much do the verdicts hang on our bars?
+#
+# Every claim re-decided from the same runs with each bar set differently, one at a time: how close the twins' distance must come to independent runs' (`comparable`), the smallest barrier that counts (`barrier_min`), the agreement band of the variance ratio (`variance_factor`), and the margin around the random walk's ratios (`pca_margin`). The verdict table below says, for each "no" or "partly", whether it is robust or conditional.
+
+# %%
+rows, sensitivity = study.robust_verdict_rows(summary, timing_tests, matching_tests, variance, pca, comparable=comparable,
+                                              barrier_min=barrier_min, perturb_scale=perturb_scale,
+                                              variance_factor=variance_factor, pca_top=pca_top, pca_margin=pca_margin,
+                                              n_boot=n_boot)
+out.save_table("sensitivity", sensitivity)
+fig = stat_plots.plot_outcome_grid(sensitivity)
+out.save_figure("sensitivity", fig)
+
+# %% [markdown]
 # ## Verdict
 #
 # Rules fixed in advance, as stated at the top. Distances and barriers from paired differences against step 0 (expected negative); matching from the paired difference on independent pairs (expected negative).
 
 # %%
-rows = study.verdict_rows(summary, timing_tests, matching_tests, variance, pca, comparable=comparable,
-                          barrier_min=barrier_min, perturb_scale=perturb_scale,
-                          variance_factor=variance_factor, pca_top=pca_top, pca_margin=pca_margin,
-                          n_boot=n_boot)
 verdict = verdict_table(rows, runs=result.status_counts())
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),

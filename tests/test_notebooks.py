@@ -46,7 +46,8 @@ EXPECTED = {
         "tables": ["outliers_classes_correlation", "bulk_width_tests"],
     },
     "04-edge-of-stability": {
-        "figures": ["sharpness_gd", "loss_gd", "hover_ratio", "sharpness_sgd", "trace_sgd", "sharpness_warmup"],
+        "figures": ["sharpness_gd", "loss_gd", "hover_ratio", "sharpness_sgd", "trace_sgd", "sharpness_warmup",
+                    "sensitivity"],
         "tables": ["sgd_tests", "warmup_tests"],
     },
     "05-loss-landscape": {
@@ -55,7 +56,7 @@ EXPECTED = {
     },
     "06-run-to-run-variance": {
         "figures": ["twin_distance", "interpolation_train_loss", "interpolation_test_acc", "barriers",
-                    "correctness_rates", "explained_variance", "trajectory_projections"],
+                    "correctness_rates", "explained_variance", "trajectory_projections", "sensitivity"],
         "tables": ["perturbation_time_tests", "matching_tests"],
     },
 }
@@ -122,15 +123,17 @@ def test_test_tables_are_complete(smoke_outputs, study):
         assert (tested["p_adj"] >= tested["pvalue"] - 1e-15).all(), name
 
 
-def test_every_no_of_study_03_says_whether_it_is_robust(smoke_outputs):
-    folder = smoke_outputs["03-hessian-spectrum"]
+@pytest.mark.parametrize("study", ["03-hessian-spectrum", "04-edge-of-stability", "06-run-to-run-variance"])
+def test_every_no_says_whether_it_is_robust(smoke_outputs, study):
+    folder = smoke_outputs[study]
     verdict = json.loads((folder / "summary.json").read_text())["verdict"]
     checked = [v for v in verdict if v["reproduced"] in ("no", "partly")]
-    assert checked and all(v["robustness"].startswith(("robust", "conditional", "fragile", "not checked"))
-                           for v in checked)
+    assert all(v["robustness"].startswith(("robust", "conditional", "fragile", "not checked"))
+               for v in checked)
+    assert checked or study != "03-hessian-spectrum"  # its smoke runs read "no" on claim 6
     assert all(v["power"] for v in verdict if v["reproduced"] == "inconclusive" and v["n"] > 1)
     grid = pd.read_csv(folder / "sensitivity.csv")
-    assert {"outlier rule", "overlap bar", "training"} <= set(grid["choice"]) and grid["protocol"].any()
+    assert grid["protocol"].any() and grid["choice"].nunique() >= 3
 
 
 def test_same_study_twice_gives_identical_numbers(smoke_outputs, tmp_path, _isolated_data_dir):

@@ -19,8 +19,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..stats.effects import mean_ci
 from ..stats.verdicts import NOT_TESTED, share_verdict, verdict_row, verdict_within
 from ..validation import check_fraction, check_includes, check_int, check_subset
+from .sensitivity import decide, with_alternatives
 
 TITLE = "Progressive sharpening and the edge of stability"
 QUESTION = ("Under full-batch GD, does λ_max rise to 2/η and hover there; does SGD settle lower; does warm-up "
@@ -95,7 +97,8 @@ def hover_verdict(hover: pd.DataFrame, lr: float, margin: float) -> dict:
     Equivalence rule fixed in advance: yes when the CI of η·λ_max/2 lies in [1 − margin, 1 + margin],
     no when it lies outside, inconclusive otherwise or when no run reached the edge.
     """
-    row = {"claim": f"... then hovers at 2/η (η = {lr:g})", "source": SOURCE}
+    row = {"claim": f"... then hovers at 2/η (η = {lr:g})", "source": SOURCE,
+           "rule": f"yes when the 95% CI of η·λ_max/2 lies inside [{1 - margin:g}, {1 + margin:g}], no when outside"}
     if lr not in hover.index:
         return {**row, "measured": "no run reached the edge", "n": 0, "reproduced": NOT_TESTED}
     h = hover.loc[lr]
@@ -140,7 +143,9 @@ def verdict_rows(gd: pd.DataFrame, edge: pd.DataFrame, sgd_tests: pd.DataFrame, 
     falls = gd[gd["metric"] == "loss_falls"]["value"].dropna()
     return ([{"claim": "Under full-batch GD, λ_max rises until it reaches 2/η", "source": SOURCE,
               "measured": f"{int(reached.sum())} of {len(reached)} runs reached {threshold}·2/η", "n": len(reached),
-              "reproduced": share_verdict(reached)}]
+              "reproduced": share_verdict(reached),
+              "rule": f"a run reaches the edge when λ_max exceeds {threshold:g}·2/η: yes when every run does, "
+                      "partly when some do, no when none"}]
             + [hover_verdict(hover, lr, margin) for lr in sorted(gd["lr"].unique())]
             + [{"claim": "... while the loss keeps falling (non-monotonically)", "source": SOURCE,
                 "measured": f"loss fell over the window in {int(falls.sum())} of {len(falls)} runs at the edge",
@@ -149,3 +154,34 @@ def verdict_rows(gd: pd.DataFrame, edge: pd.DataFrame, sgd_tests: pd.DataFrame, 
                            "negative") for _, row in sgd_tests.iterrows()]
             + [verdict_row("Warm-up keeps early curvature lower", WARMUP_SOURCE, row, "Δ early peak η·λ_max/2",
                            "negative") for _, row in warmup_tests.iterrows()])
+
+
+# The free choices of the edge-of-stability claims a fair reader could make differently: when a
+# run counts as at the edge (threshold·2/η), the window its hover ratio averages over, and how
+# close to 1 the hover ratio must be (margin).
+ALTERNATIVES = {"threshold": (0.8, 0.95), "window": (50, 200), "margin": (0.1, 0.3)}
+EDGE_METRICS = ["reached", "first_step", "hover_ratio", "loss_falls", "loss_increases"]
+
+
+def edge_summary(summary: pd.DataFrame, *, n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The full-batch runs' rows of :func:`stability_table`, and their mean with a CI per learning rate."""
+    gd = summary[summary["arm"] == "gd"]
+    return gd, mean_ci(gd[gd["metric"].isin(EDGE_METRICS)], ["lr", "metric"], n_boot=n_boot)
+
+
+def robust_verdict_rows(metrics: pd.DataFrame, learning_rates, sgd_tests: pd.DataFrame, warmup_tests: pd.DataFrame,
+                        *, threshold: float, margin: float, window: int, early: int,
+                        n_boot: int) -> tuple[list[dict], pd.DataFrame]:
+    """:func:`verdict_rows` under the protocol, each no / partly with its robustness, and the sensitivity table.
+
+    Each alternative of :data:`ALTERNATIVES` re-reads the runs' metrics (no new training).
+    """
+    def evaluate(setting: dict) -> list[dict]:
+        summary = stability_table(metrics, learning_rates, threshold=setting["threshold"], window=setting["window"],
+                                  early=early)
+        gd, edge = edge_summary(summary, n_boot=n_boot)
+        return verdict_rows(gd, edge, sgd_tests, warmup_tests, threshold=setting["threshold"],
+                            margin=setting["margin"])
+
+    protocol = {"threshold": threshold, "window": window, "margin": margin}
+    return decide(evaluate, with_alternatives(protocol, ALTERNATIVES), protocol)

@@ -104,3 +104,15 @@ def with_robustness(rows: list[dict], table: pd.DataFrame) -> list[dict]:
     """The verdict rows with ``robustness`` set from :func:`robustness` ('' where it does not apply)."""
     found = robustness(table)
     return [{**row, "robustness": found.get(row["claim"], "")} for row in rows]
+
+
+def decide(evaluate: Callable[[dict], list[dict]], choices: Mapping[str, Sequence],
+           protocol: Mapping[str, object]) -> tuple[list[dict], pd.DataFrame]:
+    """The protocol's verdict rows with their robustness, and the sensitivity table they come from."""
+    table = sensitivity_table(evaluate, choices, protocol)
+    return with_robustness(evaluate(dict(protocol)), table), table
+
+
+def with_alternatives(protocol: Mapping[str, object], alternatives: Mapping[str, Sequence]) -> dict:
+    """Choice -> its values: the protocol's value and the declared ``alternatives``, in increasing order."""
+    return {name: sorted({protocol[name], *values}) for name, values in alternatives.items()}
