@@ -47,11 +47,11 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 
 # %%
 
-from analysis_lib import (StudyOutputs, compare_conditions, expand_grid, format_test_table,
+from analysis_lib import (StudyOutputs, expand_grid, format_test_table,
                           format_verdict_table, grid_executor, last_step, run_grid, run_surfaces, slice_summaries,
                           verdict_table)
 from analysis_lib.landscape.slices import summary_table
-from analysis_lib.plots import landscape as landscape_plots
+from analysis_lib.plots import landscape as landscape_plots, stats as stat_plots
 from analysis_lib.studies import loss_landscape as study
 
 configs = expand_grid({"data": data, "model": model, "train": train, "probes": probes}, arms, seeds)
@@ -111,8 +111,7 @@ out.save_figure("curvature_batch", fig)
 # **Large − small batch, paired by seed** (direction-averaged curvature and rise; `layer` holds the normalisation; Holm-adjusted over the table).
 
 # %%
-batch_tests = compare_conditions(summaries[(summaries["arm"] == "batch") & summaries["metric"].isin(["curvature", "rise"])],
-                                       "batch_size", baseline=small_batch, by=("metric", "layer", "weight_decay"), n_boot=n_boot)
+batch_tests, residual_tests = study.landscape_tests(summaries, small_batch=small_batch, n_boot=n_boot)
 out.save_table("batch_tests", batch_tests)
 format_test_table(batch_tests)
 
@@ -150,8 +149,6 @@ out.save_figure("maps_residual", fig)
 # **Residual − plain, paired by seed** (direction-averaged curvature, rise and roughness; Holm-adjusted).
 
 # %%
-residual_tests = compare_conditions(summaries[summaries["arm"] == "residual"], "residual", baseline=False,
-                                          by=("metric", "layer"), n_boot=n_boot)
 out.save_table("residual_tests", residual_tests)
 format_test_table(residual_tests)
 
@@ -160,10 +157,18 @@ format_test_table(residual_tests)
 #
 # Rules fixed in advance: a comparison reproduces when its 95% CI lies on the predicted side of zero and its Holm-adjusted p < 0.05 (the opposite side: no; otherwise inconclusive). "Only after filter normalisation" reproduces when, for some weight decay, the filter-normalised curvature comparison reproduces and the unnormalised one does not; it fails when every unnormalised comparison agrees. Scale invariance reproduces when the equivalent network's filter-normalised curvature changes by less than 0.1% (float32 round-off) and the unnormalised one by more than 10%.
 #
+# Each "no" or "partly" also says whether it holds when the curvature's quadratic is fitted over a narrower or a wider window (`fit_fraction` 0.1 and 0.5; the grid below the table).
+#
 # Read with the training table above: conditions that end at different training losses (a residual network trains further in the same steps) compare minima at different heights, so a sharpness difference mixes geometry with how far training went.
 
 # %%
-rows = study.verdict_rows(batch_tests, residual_tests, rescaled_summaries)
+rows, sensitivity = study.robust_verdict_rows(surfaces, rescaled, fit_fraction=fit_fraction, small_batch=small_batch,
+                                              n_boot=n_boot)
+out.save_table("sensitivity", sensitivity)
+fig = stat_plots.plot_outcome_grid(sensitivity)
+out.save_figure("sensitivity", fig)
+
+# %%
 verdict = verdict_table(rows, runs=result.status_counts())
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),

@@ -22,6 +22,7 @@ import pandas as pd
 from ..landscape.directions import NORMALIZATIONS
 from ..stats.verdicts import NOT_TESTED, verdict_from_interval, verdict_row
 from ..validation import check_fraction, check_includes, check_int, check_subset, fail
+from .sensitivity import decide, with_alternatives
 
 TITLE = "Filter-normalised loss landscapes"
 QUESTION = ("Do small-batch minima look flatter than large-batch ones only after filter normalisation, and do "
@@ -201,3 +202,44 @@ def _untested(claim: str) -> dict:
     """The row of a claim none of whose tests could be computed (no finished runs in its arm)."""
     return {"claim": claim, "source": SOURCE, "measured": "no test could be computed (no finished runs)",
             "n": 0, "reproduced": NOT_TESTED}
+
+
+# The free choice of the slice summaries a fair reader could make differently: the half-width of
+# the window the curvature's quadratic is fitted over, as a fraction of the slice's radius.
+ALTERNATIVES = {"fit_fraction": (0.1, 0.5)}
+
+
+def landscape_tests(summaries: pd.DataFrame, *, small_batch: int, n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Large − small batch (curvature, rise; per normalisation and weight decay) and residual − plain, paired by seed.
+
+    Args:
+        summaries: :func:`~analysis_lib.landscape.slices.slice_summaries` with ``layer`` holding
+            the normalisation.
+    """
+    from ..stats.compare import compare_conditions
+
+    batch = summaries[(summaries["arm"] == "batch") & summaries["metric"].isin(["curvature", "rise"])]
+    batch_tests = compare_conditions(batch, "batch_size", baseline=small_batch, by=("metric", "layer", "weight_decay"),
+                                     n_boot=n_boot)
+    residual_tests = compare_conditions(summaries[summaries["arm"] == "residual"], "residual", baseline=False,
+                                        by=("metric", "layer"), n_boot=n_boot)
+    return batch_tests, residual_tests
+
+
+def robust_verdict_rows(surfaces: pd.DataFrame, rescaled: pd.DataFrame, *, fit_fraction: float, small_batch: int,
+                        n_boot: int) -> tuple[list[dict], pd.DataFrame]:
+    """:func:`verdict_rows` with each no / partly's robustness under :data:`ALTERNATIVES`, and the table.
+
+    Each alternative re-summarises the same surfaces (no new training or evaluation).
+    """
+    from ..landscape.slices import slice_summaries
+
+    def evaluate(setting: dict) -> list[dict]:
+        summaries = slice_summaries(surfaces, fit_fraction=setting["fit_fraction"])
+        summaries["layer"] = summaries["normalization"]
+        batch_tests, residual_tests = landscape_tests(summaries, small_batch=small_batch, n_boot=n_boot)
+        rescaled_summaries = slice_summaries(rescaled, fit_fraction=setting["fit_fraction"])
+        return verdict_rows(batch_tests, residual_tests, rescaled_summaries)
+
+    protocol = {"fit_fraction": fit_fraction}
+    return decide(evaluate, with_alternatives(protocol, ALTERNATIVES), protocol)
