@@ -53,7 +53,8 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 from analysis_lib import (CustomRunConfig, StudyOutputs, config_from_dict, expand_grid, format_verdict_table,
                           grid_executor, load_module, register_dataset, register_model, registered_table,
                           run_curvature, run_grid, run_surfaces, verdict_table)
-from analysis_lib.plots import curvature as curvature_plots, landscape as landscape_plots, training as training_plots
+from analysis_lib.plots import curvature as curvature_plots, landscape as landscape_plots, stats as stat_plots
+from analysis_lib.plots import training as training_plots
 from analysis_lib.studies import your_own_model as study
 
 yours = load_module(user_module)
@@ -176,10 +177,16 @@ lm_traces[["layer", "estimate", "se", "n_matvecs", "method"]]
 # %% [markdown]
 # ## Verdict
 #
-# Rules fixed in advance: λ_max grows at a step size when the CI over seeds of log₂(max λ_max / λ_max(0)) lies above 0; it reaches the edge when every run reaches `threshold`·2/η (some: partly); it hovers when the CI of the hover ratio lies inside [1 − margin, 1 + margin] (outside: no; no run at the edge: inconclusive).
+# Rules fixed in advance: λ_max grows at a step size when the CI over seeds of log₂(max λ_max / λ_max(0)) lies above 0; it reaches the edge when every run reaches `threshold`·2/η (some: partly); it hovers when the CI of the hover ratio lies inside [1 − margin, 1 + margin] (outside: no; no run at the edge: not tested). Each "no" or "partly" also says whether it holds under other thresholds (0.8, 0.95), windows (50, 200 steps) and margins (0.1, 0.3), re-read from the same runs (the grid below).
 
 # %%
-rows = study.verdict_rows(summary, edge, threshold=threshold, margin=margin)
+rows, sensitivity = study.robust_verdict_rows(metrics, etas, threshold=threshold, margin=margin, window=window,
+                                              n_boot=n_boot)
+out.save_table("sensitivity", sensitivity)
+fig = stat_plots.plot_outcome_grid(sensitivity)
+out.save_figure("sensitivity", fig)
+
+# %%
 verdict = verdict_table(rows, runs=result.status_counts())
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),

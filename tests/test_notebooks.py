@@ -26,7 +26,8 @@ STUDIES = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
 # What each study must write besides summary.json and verdict.csv.
 EXPECTED = {
     "00-your-own-model": {
-        "figures": ["sharpness", "train_loss", "grad_norm", "hover_ratio", "slices", "lm_accuracy", "lm_grad_norm"],
+        "figures": ["sharpness", "train_loss", "grad_norm", "hover_ratio", "slices", "lm_accuracy", "lm_grad_norm",
+                    "sensitivity"],
         "tables": [],
     },
     "01-layer-dynamics": {
@@ -124,8 +125,8 @@ def test_test_tables_are_complete(smoke_outputs, study):
         assert (tested["p_adj"] >= tested["pvalue"] - 1e-15).all(), name
 
 
-@pytest.mark.parametrize("study", ["03-hessian-spectrum", "04-edge-of-stability", "05-loss-landscape",
-                                   "06-run-to-run-variance"])
+@pytest.mark.parametrize("study", ["00-your-own-model", "03-hessian-spectrum", "04-edge-of-stability",
+                                   "05-loss-landscape", "06-run-to-run-variance"])
 def test_every_no_says_whether_it_is_robust(smoke_outputs, study):
     folder = smoke_outputs[study]
     verdict = json.loads((folder / "summary.json").read_text())["verdict"]

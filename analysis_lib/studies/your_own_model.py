@@ -25,7 +25,8 @@ import pandas as pd
 from ..stats.effects import mean_ci
 from ..stats.verdicts import NOT_TESTED, share_verdict, verdict_from_interval
 from ..validation import check_fraction, check_int, check_seeds, fail
-from .edge_of_stability import hover_verdict, stability_table
+from .edge_of_stability import ALTERNATIVES, hover_verdict, stability_table
+from .sensitivity import decide, with_alternatives
 
 TITLE = "Your own model: progressive sharpening under the squared error"
 QUESTION = ("Does a regression network trained by full-batch gradient descent on the squared error sharpen "
@@ -97,3 +98,19 @@ def verdict_rows(summary: pd.DataFrame, edge: pd.DataFrame, *, threshold: float,
     for lr in sorted(summary["lr"].unique()):
         rows.append({**hover_verdict(hover, lr, margin), "source": SOURCE})
     return rows
+
+
+def robust_verdict_rows(metrics: pd.DataFrame, learning_rates, *, threshold: float, margin: float, window: int,
+                        n_boot: int) -> tuple[list[dict], pd.DataFrame]:
+    """:func:`verdict_rows` with each no / partly's robustness under study 04's alternative bars, and the table.
+
+    The edge threshold, the hover window and the margin (:data:`.edge_of_stability.ALTERNATIVES`)
+    are re-decided one at a time from the same metrics.
+    """
+    def evaluate(setting: dict) -> list[dict]:
+        summary = sharpening_table(metrics, learning_rates, threshold=setting["threshold"], window=setting["window"])
+        return verdict_rows(summary, edge_summary(summary, n_boot=n_boot), threshold=setting["threshold"],
+                            margin=setting["margin"])
+
+    protocol = {"threshold": threshold, "window": window, "margin": margin}
+    return decide(evaluate, with_alternatives(protocol, ALTERNATIVES), protocol)
