@@ -33,7 +33,7 @@ EXPECTED = {
     "01-layer-dynamics": {
         "figures": ["grad_norm_over_training", "update_ratio_over_training", "rotation_over_training",
                     "layer_profile_mlp", "layer_profile_cnn", "optimizer_effects", "update_ratio_spread",
-                    "rotation_vs_accuracy"],
+                    "rotation_vs_accuracy", "sensitivity"],
         "tables": ["optimizer_tests", "update_ratio_spread_tests", "rotation_accuracy_correlation",
                    "rotation_accuracy_within_optimizer", "update_ratio_mixed_model"],
     },
@@ -125,8 +125,8 @@ def test_test_tables_are_complete(smoke_outputs, study):
         assert (tested["p_adj"] >= tested["pvalue"] - 1e-15).all(), name
 
 
-@pytest.mark.parametrize("study", ["00-your-own-model", "03-hessian-spectrum", "04-edge-of-stability",
-                                   "05-loss-landscape", "06-run-to-run-variance"])
+@pytest.mark.parametrize("study", ["00-your-own-model", "01-layer-dynamics", "03-hessian-spectrum",
+                                   "04-edge-of-stability", "05-loss-landscape", "06-run-to-run-variance"])
 def test_every_no_says_whether_it_is_robust(smoke_outputs, study):
     folder = smoke_outputs[study]
     verdict = json.loads((folder / "summary.json").read_text())["verdict"]
