@@ -39,7 +39,7 @@ EXPECTED = {
     },
     "02-fast-vs-slow-thinking": {
         "figures": ["accuracy_over_training", "layer_profiles_mean", "layer_profiles_sum", "spread",
-                    "score_distributions", "separation", "quality_effects", "gradient_noise"],
+                    "score_distributions", "separation", "quality_effects", "gradient_noise", "sensitivity"],
         "tables": ["matrix_tests", "spread_tests", "separation", "quality_effects", "summary_tests"],
     },
     "03-hessian-spectrum": {
@@ -125,8 +125,7 @@ def test_test_tables_are_complete(smoke_outputs, study):
         assert (tested["p_adj"] >= tested["pvalue"] - 1e-15).all(), name
 
 
-@pytest.mark.parametrize("study", ["00-your-own-model", "01-layer-dynamics", "03-hessian-spectrum",
-                                   "04-edge-of-stability", "05-loss-landscape", "06-run-to-run-variance"])
+@pytest.mark.parametrize("study", STUDIES)
 def test_every_no_says_whether_it_is_robust(smoke_outputs, study):
     folder = smoke_outputs[study]
     verdict = json.loads((folder / "summary.json").read_text())["verdict"]

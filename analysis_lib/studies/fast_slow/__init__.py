@@ -3,7 +3,8 @@
 - :mod:`.protocol`: conditions, parameter checks, per-example gradient spectra cached per run,
   the accuracy gate that decides which trained models are comparable;
 - :mod:`.contrasts`: paired contrasts, cross-layer spreads, AUROC and effect sizes;
-- :mod:`.verdicts`: the verdict rows of claims 1 and 2.
+- :mod:`.verdicts`: the verdict rows of claims 1 and 2;
+- :mod:`.robustness`: the same rows under other accuracy gates, with each "no"'s robustness.
 """
 
 from ...lm.transformer import PROJECTIONS
@@ -29,9 +30,10 @@ from .protocol import (
                         exclusion_note,
                         spectra_table,
 )
+from .robustness import robust_verdict_rows
 from .verdicts import fastslow_verdicts as verdict_rows
 
 __all__ = ["CHECKPOINTS", "CONDITIONS", "PROJECTIONS", "QUESTION", "TITLE", "accuracy_table", "block_noise_profile",
            "check_parameters", "comparable", "example_scores", "exclusion_note", "matrix_tests", "quality_effects",
-           "seed_means", "separation_table", "spectra_table", "spread_table", "spread_tests", "summary_tests",
-           "verdict_rows"]
+           "robust_verdict_rows", "seed_means", "separation_table", "spectra_table", "spread_table", "spread_tests",
+           "summary_tests", "verdict_rows"]
