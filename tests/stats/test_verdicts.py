@@ -30,7 +30,8 @@ def test_verdict_rows_and_table():
     result = pd.Series({"estimate": 0.4, "ci_low": 0.1, "ci_high": 0.7, "pvalue": 0.01, "p_adj": 0.02, "n": 12})
     row = verdict_row("claim", "paper", result, "rho", "positive")
     assert row["reproduced"] == "yes" and row["n"] == 12 and "rho = 0.4 [0.1, 0.7]" in row["measured"]
-    assert list(verdict_table([row]).columns) == ["claim", "source", "measured", "n", "reproduced", "rule", "power"]
+    assert list(verdict_table([row]).columns) == ["claim", "source", "measured", "n", "reproduced", "rule", "power",
+                                                 "robustness"]
     weak = verdict_row("claim", "paper", result.replace({0.02: 0.2}), "rho", "positive")
     assert weak["reproduced"] == "inconclusive"  # CI above 0 but p_adj >= alpha
     assert weak["power"].startswith("80% power") and row["power"] == ""  # inconclusive rows only
