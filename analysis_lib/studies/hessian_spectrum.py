@@ -76,11 +76,17 @@ def verdict_rows(counts: pd.DataFrame, width_tests: pd.DataFrame, overlaps: pd.D
         counts: :func:`outlier_counts`. width_tests: bulk width by width, baseline ``base_width``.
         overlaps: :func:`overlap_table`.
     """
-    return (outlier_rows(counts)
-            + [verdict_row(f"More parameters widen the bulk ({row.contrast})", SAGUN, row, "Δ bulk width",
-                           "positive" if float(row.contrast.split(" - ")[0]) > base_width else "negative")
-               for _, row in width_tests.iterrows()]
-            + overlap_rows(overlaps, overlap_bar))
+    return outlier_rows(counts) + width_rows(width_tests, base_width) + overlap_rows(overlaps, overlap_bar)
+
+
+def width_rows(width_tests: pd.DataFrame, base_width: int, quantile: float = 0.9) -> list[dict]:
+    """The bulk-width rows: a wider network than ``base_width`` should have a wider bulk, a narrower one a narrower."""
+    rows = []
+    for _, row in width_tests.iterrows():
+        expected = "positive" if float(row.contrast.split(" - ")[0]) > base_width else "negative"
+        found = verdict_row(f"More parameters widen the bulk ({row.contrast})", SAGUN, row, "Δ bulk width", expected)
+        rows.append({**found, "rule": f"bulk width = the {quantile:g}-quantile of |λ|; " + found["rule"]})
+    return rows
 
 
 PROTOCOL_COUNTING = "largest log gap, top 2C + 2"  # how the protocol counts outliers (module docstring)

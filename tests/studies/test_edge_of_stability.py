@@ -100,7 +100,8 @@ def test_hover_verdict(low, high, outcome):
 def test_hover_verdict_without_a_run_at_the_edge():
     row = study.hover_verdict(_hover([(0.1, "hover_ratio", 1.0, 0.95, 1.05, 3)]), 0.05, 0.1)
     assert row == {"claim": "... then hovers at 2/η (η = 0.05)", "source": study.SOURCE,
-                   "measured": "no run reached the edge", "n": 0, "reproduced": "not tested"}
+                   "measured": "no run reached the edge", "n": 0, "reproduced": "not tested",
+                   "rule": "yes when the 95% CI of η·λ_max/2 lies inside [0.9, 1.1], no when outside"}
 
 
 def _arms():
