@@ -146,3 +146,24 @@ def power_note(result: pd.Series, name: str, *, alpha: float = 0.05, power: floa
     count = f"more than {MAX_SEEDS:,}" if seeds > MAX_SEEDS else f"about {seeds}"
     how = "t-test power" if found["how"] == "t-test" else "normal approximation from the interval"
     return text + f"; the observed effect would need {count} seeds ({how})"
+
+
+def band_note(estimate: float, ci_low: float, ci_high: float, n: int, lo: float, hi: float, *,
+              ci: float = 0.95) -> str:
+    """For an interval that straddles an edge of the band [lo, hi]: the seeds it would need to clear it.
+
+    An equivalence rule decides once the interval lies wholly inside the band (or wholly outside).
+    Its half-width h must shrink to the distance d from the estimate to the nearest edge; since h
+    shrinks like 1/√n, that takes about n·(h/d)² seeds (the normal approximation; the estimate
+    assumed to stay where it is). Empty without a finite interval or n < 2.
+    """
+    values = (estimate, ci_low, ci_high, n)
+    if not all(_finite(v) for v in values) or n < 2 or ci_high <= ci_low:
+        return ""
+    half, gap = (ci_high - ci_low) / 2, min(abs(estimate - lo), abs(estimate - hi))
+    text = f"the {ci:.0%} interval (half-width {half:.3g}) must shrink to {gap:.3g} to clear the band edge"
+    if gap == 0:
+        return text + "; the estimate sits on the edge"
+    seeds = math.ceil(n * (half / gap) ** 2 - 1e-9)  # round-off must not add a seed
+    count = f"more than {MAX_SEEDS:,}" if seeds > MAX_SEEDS else f"about {seeds}"
+    return text + f": {count} seeds (normal approximation from the interval)"

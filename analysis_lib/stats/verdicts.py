@@ -25,6 +25,7 @@ import pandas as pd
 REQUIRED_COLUMNS = ["claim", "source", "measured", "n", "reproduced"]
 VERDICT_COLUMNS = [*REQUIRED_COLUMNS, "rule", "power", "robustness"]  # the last three may be left out ("")
 NOT_TESTED = "not tested"
+NO_POWER = "not computed for this rule (it combines several tests, or has no interval)"
 OUTCOMES = ("yes", "no", "partly", "inconclusive", NOT_TESTED)
 
 
@@ -70,6 +71,9 @@ def verdict_table(rows: list[dict], *, runs: dict | None = None) -> pd.DataFrame
                 for row in rows]
     rows = [{**row, "reproduced": NOT_TESTED} if _no_data(row.get("n")) else row for row in rows]
     rows = [{"rule": "", "power": "", "robustness": "", **row} for row in rows]
+    for row in rows:  # every inconclusive row says what the design could detect, or that it was not computed
+        if row["reproduced"] == "inconclusive" and not row["power"]:
+            row["power"] = NO_POWER
     for row in rows:
         missing = set(REQUIRED_COLUMNS) - set(row)
         if missing:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..stats.effects import mean_ci
+from ..stats.power import band_note
 from ..stats.verdicts import NOT_TESTED, share_verdict, verdict_row, verdict_within
 from ..validation import check_fraction, check_includes, check_int, check_subset
 from .sensitivity import decide, with_alternatives
@@ -102,8 +103,10 @@ def hover_verdict(hover: pd.DataFrame, lr: float, margin: float) -> dict:
     if lr not in hover.index:
         return {**row, "measured": "no run reached the edge", "n": 0, "reproduced": NOT_TESTED}
     h = hover.loc[lr]
+    outcome = verdict_within(h["ci_low"], h["ci_high"], 1 - margin, 1 + margin)
+    power = band_note(h["mean"], h["ci_low"], h["ci_high"], h["n"], 1 - margin, 1 + margin)
     return {**row, "measured": f"η·λ_max/2 = {h['mean']:.3g} [{h['ci_low']:.3g}, {h['ci_high']:.3g}]",
-            "n": int(h["n"]), "reproduced": verdict_within(h["ci_low"], h["ci_high"], 1 - margin, 1 + margin)}
+            "n": int(h["n"]), "reproduced": outcome, "power": power if outcome == "inconclusive" else ""}
 
 
 def check_parameters(configs: Sequence, arms: Mapping, *, sgd_lr: float, warmup_lr: float, threshold: float,

@@ -111,8 +111,18 @@ def overlap_rows(overlaps: pd.DataFrame, bar: float) -> list[dict]:
     return [{"claim": f"The gradient lies in the top-C subspace after an initial phase ({r.dataset}, "
                       f"C = {r.n_classes}, width {r.width})",
              "source": GUR_ARI, "measured": f"overlap = {r.mean:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}]",
-             "n": int(r.n), "reproduced": _overlap_outcome(r.ci_low, r.ci_high, bar), "rule": rule}
+             "n": int(r.n), "reproduced": _overlap_outcome(r.ci_low, r.ci_high, bar), "rule": rule,
+             "power": _interval_power(r.mean, r.ci_low, r.ci_high, r.n, "overlap", bar)}
             for r in overlaps.itertuples()]
+
+
+def _interval_power(mean, ci_low, ci_high, n, name: str, bar: float) -> str:
+    """The power line of an interval read against ``bar`` (only where it straddles it)."""
+    from ..stats.power import power_note
+
+    if not ci_low <= bar <= ci_high:
+        return ""
+    return power_note(pd.Series({"estimate": mean, "ci_low": ci_low, "ci_high": ci_high, "n": n}), name, bar=bar)
 
 
 def _overlap_outcome(ci_low: float, ci_high: float, bar: float) -> str:

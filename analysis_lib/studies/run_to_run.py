@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..runs.grid import expand_grid
 from ..stats.effects import mean_ci
+from ..stats.power import band_note, power_note
 from ..stats.verdicts import NOT_TESTED, verdict_from_interval, verdict_row, verdict_within
 from ..training.schedules import probe_steps
 from ..validation import ConfigError, check_choice, check_fraction, check_int, check_subset
@@ -155,11 +156,21 @@ def apart_verdicts(summary: pd.DataFrame, *, comparable: float, barrier_min: flo
     return [{"claim": "A tiny perturbation at initialisation sends the twins as far apart as independent runs",
              "source": source, "measured": f"twin / independent final distance = {r['mean']:.3g} "
              f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}] (rule: above {comparable:g}; {grown})", "n": int(r["n"]),
-             "reproduced": verdict_from_interval(r["ci_low"] - comparable, r["ci_high"] - comparable)},
+             "reproduced": verdict_from_interval(r["ci_low"] - comparable, r["ci_high"] - comparable),
+             "power": _power(r, "twin / independent distance", comparable)},
             {"claim": "... into a different minimum, with a loss barrier between the twins", "source": source,
              "measured": f"train-loss barrier = {b['mean']:.3g} [{b['ci_low']:.3g}, {b['ci_high']:.3g}] nats "
              f"(rule: above {barrier_min:g})", "n": int(b["n"]),
-             "reproduced": verdict_from_interval(b["ci_low"] - barrier_min, b["ci_high"] - barrier_min)}]
+             "reproduced": verdict_from_interval(b["ci_low"] - barrier_min, b["ci_high"] - barrier_min),
+             "power": _power(b, "barrier", barrier_min)}]
+
+
+def _power(m: pd.Series, name: str, bar: float) -> str:
+    """The power line of a ``mean_ci`` row read against ``bar`` (only where its interval straddles it)."""
+    if not m["ci_low"] <= bar <= m["ci_high"]:
+        return ""
+    return power_note(pd.Series({"estimate": m["mean"], "ci_low": m["ci_low"], "ci_high": m["ci_high"],
+                                 "n": m["n"]}), name, bar=bar)
 
 
 def check_twin_design(seeds: Sequence[int], twin_seeds: Sequence[int], perturb_scale: float,
@@ -205,7 +216,8 @@ def pca_verdicts(table: pd.DataFrame, *, top: int, margin: float, n_boot: int = 
         rows.append({"claim": f"Most variance lies in the first {top} principal components ({window})",
                      "source": source, "measured": f"sum of top-{top} ratios = {m['mean']:.3g} "
                      f"[{m['ci_low']:.3g}, {m['ci_high']:.3g}]", "n": int(m["n"]),
-                     "reproduced": verdict_from_interval(m["ci_low"] - 0.5, m["ci_high"] - 0.5)})
+                     "reproduced": verdict_from_interval(m["ci_low"] - 0.5, m["ci_high"] - 0.5),
+                     "power": _power(m, f"sum of top-{top} ratios", 0.5)})
         g = gap[gap["from_step"] == start]
         outcomes = [verdict_within(r.ci_low, r.ci_high, -margin, margin) for r in g.itertuples()]
         text = "; ".join(f"PC{r.component}: {r.mean + reference[(start, r.component)]:.3g} vs "
@@ -274,11 +286,14 @@ def variance_verdict(result: pd.DataFrame, factor: float, source: str = CALIBRAT
         return {"claim": claim, "source": source, "measured": "fewer than two parents finished", "n": 0,
                 "reproduced": NOT_TESTED, "rule": rule}
     r = result.iloc[0]
+    outcome = verdict_within(r["ci_low"], r["ci_high"], 1.0 / factor, factor)
     sd = f"sd of accuracy {np.sqrt(r['observed_var']):.3g} observed vs {np.sqrt(r['predicted_var']):.3g} predicted"
     return {"claim": claim, "source": source,
             "measured": f"observed / predicted = {r['ratio']:.3g} [{r['ci_low']:.3g}, {r['ci_high']:.3g}] "
                         f"({r['method']}; {sd})", "n": int(r["n_seeds"]),
-            "reproduced": verdict_within(r["ci_low"], r["ci_high"], 1.0 / factor, factor), "rule": rule}
+            "reproduced": outcome, "rule": rule,
+            "power": band_note(r["ratio"], r["ci_low"], r["ci_high"], r["n_seeds"], 1.0 / factor, factor)
+            if outcome == "inconclusive" else ""}
 
 
 TIMING_SOURCE = "Altıntaş et al. 2025 (claim 10)"

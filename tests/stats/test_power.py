@@ -86,3 +86,18 @@ def test_inconclusive_verdict_rows_carry_power_and_every_row_its_rule():
                             "no when it lies below 0 and the Holm-adjusted p < 0.05; inconclusive otherwise")
     table = verdict_table([unsure, sure, {"claim": "d", "source": "s", "measured": "m", "n": 3, "reproduced": "no"}])
     assert list(table["rule"])[2] == "" and list(table["power"])[2] == ""
+
+
+def test_an_interval_across_a_band_edge_needs_the_seeds_that_shrink_it_inside():
+    from analysis_lib.stats.power import band_note
+
+    note = band_note(1.1, 0.9, 1.3, 4, 0.8, 1.2)  # half-width 0.2, 0.1 from the upper edge: 4 x (0.2/0.1)^2
+    assert note.endswith(": about 16 seeds (normal approximation from the interval)")
+    assert band_note(1.0, float("nan"), 1.2, 4, 0.8, 1.2) == ""
+
+
+def test_every_inconclusive_row_says_something_about_power():
+    from analysis_lib.stats.verdicts import NO_POWER
+
+    table = verdict_table([{"claim": "c", "source": "", "measured": "m", "n": 3, "reproduced": "inconclusive"}])
+    assert table["power"].tolist() == [NO_POWER]

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ...stats.power import power_note
 from ...stats.verdicts import NOT_TESTED, verdict_from_interval, verdict_row
 from .contrasts import find
 
@@ -59,8 +60,11 @@ def _interval_row(claim: str, source: str, row: pd.Series | None, name: str, nul
     if row is None or not np.isfinite(row["estimate"]):
         return _missing(claim, source, "models")
     outcome = verdict_from_interval(row["ci_low"] - null, row["ci_high"] - null, expected)
+    side = ("above" if expected == "positive" else "below")
     return {"claim": claim, "source": source, "n": int(row["n"]), "reproduced": outcome,
-            "measured": f"{name} = {row['estimate']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}]"}
+            "measured": f"{name} = {row['estimate']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}]",
+            "rule": f"yes when the 95% two-level bootstrap CI lies {side} {null:g}, no when on the other side",
+            "power": power_note(row, name, bar=null) if outcome == "inconclusive" else ""}
 
 
 def fastslow_verdicts(summary: pd.DataFrame, matrix: pd.DataFrame, separation: pd.DataFrame,
