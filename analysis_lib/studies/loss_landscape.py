@@ -22,7 +22,7 @@ import pandas as pd
 from ..landscape.directions import NORMALIZATIONS
 from ..stats.verdicts import NOT_TESTED, verdict_from_interval, verdict_row
 from ..validation import check_fraction, check_includes, check_int, check_subset, fail
-from .sensitivity import decide, with_alternatives
+from .sensitivity import decide, stamped, with_alternatives
 
 TITLE = "Filter-normalised loss landscapes"
 QUESTION = ("Do small-batch minima look flatter than large-batch ones only after filter normalisation, and do "
@@ -239,7 +239,8 @@ def robust_verdict_rows(surfaces: pd.DataFrame, rescaled: pd.DataFrame, *, fit_f
         summaries["layer"] = summaries["normalization"]
         batch_tests, residual_tests = landscape_tests(summaries, small_batch=small_batch, n_boot=n_boot)
         rescaled_summaries = slice_summaries(rescaled, fit_fraction=setting["fit_fraction"])
-        return verdict_rows(batch_tests, residual_tests, rescaled_summaries)
+        return stamped(verdict_rows(batch_tests, residual_tests, rescaled_summaries),
+                       f"curvature fitted over ±{setting['fit_fraction']:g} of each slice's radius")
 
     protocol = {"fit_fraction": fit_fraction}
     return decide(evaluate, with_alternatives(protocol, ALTERNATIVES), protocol)

@@ -83,7 +83,11 @@ def robustness(table: pd.DataFrame) -> dict[str, str]:
             continue
         verdict, alternatives = base["reproduced"].iloc[0], rows[~rows["protocol"]]
         same = ["reproduced", "measured", "rule"]  # an alternative that changes none of these does not touch the claim
-        alternatives = alternatives[(alternatives[same] != base[same].iloc[0]).any(axis=1)]
+        touching = alternatives[(alternatives[same] != base[same].iloc[0]).any(axis=1)]
+        if len(alternatives) and touching.empty:
+            out[claim] = "not checked: none of the study's declared choices enters this claim"
+            continue
+        alternatives = touching
         tried = alternatives[alternatives["reproduced"] != "not tested"]
         untried = alternatives[alternatives["reproduced"] == "not tested"]
         named = lambda d: "; ".join(f"{r.choice} = {r.value}" for r in d.itertuples())  # noqa: E731
@@ -116,3 +120,12 @@ def decide(evaluate: Callable[[dict], list[dict]], choices: Mapping[str, Sequenc
 def with_alternatives(protocol: Mapping[str, object], alternatives: Mapping[str, Sequence]) -> dict:
     """Choice -> its values: the protocol's value and the declared ``alternatives``, in increasing order."""
     return {name: sorted({protocol[name], *values}) for name, values in alternatives.items()}
+
+
+def stamped(rows: list[dict], text: str) -> list[dict]:
+    """``rows`` with ``text`` (the setting they were decided under) added to each row's rule.
+
+    For a choice that feeds every row of a study (a gate, a fit window): the rows then differ
+    across settings even where the verdict and measurement do not, so the choice counts as tried.
+    """
+    return [{**row, "rule": f"{row['rule']}; {text}" if row.get("rule") else text} for row in rows]

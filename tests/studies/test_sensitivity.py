@@ -56,3 +56,16 @@ def test_a_no_under_every_choice_is_robust_and_a_move_to_inconclusive_is_fragile
     untested = sensitivity_table(evaluate, {"runs": ["as run", "longer"]}, PROTOCOL)
     assert robustness(untested)["above the bar"].startswith("not checked: no alternative choice could be tested")
     assert np.isclose(MEAN + 0.04 + HALF, 0.81)  # the trimmed-mean interval straddles the 0.8 bar
+
+
+def test_a_claim_no_choice_enters_says_so_and_a_stamped_choice_counts_as_tried():
+    from analysis_lib.studies.sensitivity import decide, stamped
+
+    def unmoved(setting):
+        return [{"claim": "c", "measured": "m", "reproduced": "no", "rule": "r"}]
+
+    rows, _ = decide(unmoved, {"bar": [0.8, 0.9]}, {"bar": 0.8})
+    assert rows[0]["robustness"] == "not checked: none of the study's declared choices enters this claim"
+    rows, _ = decide(lambda s: stamped(unmoved(s), f"bar {s['bar']}"), {"bar": [0.8, 0.9]}, {"bar": 0.8})
+    assert rows[0]["robustness"] == "robust: no under every choice tried (1 alternative)"
+    assert rows[0]["rule"] == "r; bar 0.8"

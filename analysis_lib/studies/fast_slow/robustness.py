@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..sensitivity import decide, with_alternatives
+from ..sensitivity import decide, stamped, with_alternatives
 from .contrasts import (
     example_scores,
     matrix_tests,
@@ -34,11 +34,12 @@ def robust_verdict_rows(result, spectra: pd.DataFrame, *, learned: float, statis
         kept = comparable(spectra, accuracy_table(result, setting["learned"]))
         means = seed_means(kept)
         spreads, scores = spread_table(means), example_scores(kept, statistic)
-        return fastslow_verdicts(summary_tests(means, spreads, statistic, n_boot=n_boot),
+        rows = fastslow_verdicts(summary_tests(means, spreads, statistic, n_boot=n_boot),
                                  matrix_tests(means, "fast", "slow", statistic, n_boot=n_boot),
                                  separation_table(scores, ["irrelevant", "subtle", "corrupted"], n_boot=n_boot),
                                  quality_effects(scores, example_scores(kept, "effective_rank"), n_boot=n_boot),
                                  statistic)
+        return stamped(rows, f"trained models admitted at held-out accuracy ≥ {setting['learned']:g}")
 
     protocol = {"learned": learned}
     return decide(evaluate, with_alternatives(protocol, {"learned": GATES}), protocol)
