@@ -12,15 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..sensitivity import decide, stamped, with_alternatives
-from .contrasts import (
-    example_scores,
-    matrix_tests,
-    quality_effects,
-    seed_means,
-    separation_table,
-    spread_table,
-    summary_tests,
-)
+from . import contrasts as c
 from .protocol import accuracy_table, comparable
 from .verdicts import fastslow_verdicts
 
@@ -32,12 +24,12 @@ def robust_verdict_rows(result, spectra: pd.DataFrame, *, learned: float, statis
     """The study's verdict rows with each no / partly's robustness under other accuracy gates, and the table."""
     def evaluate(setting: dict) -> list[dict]:
         kept = comparable(spectra, accuracy_table(result, setting["learned"]))
-        means = seed_means(kept)
-        spreads, scores = spread_table(means), example_scores(kept, statistic)
-        rows = fastslow_verdicts(summary_tests(means, spreads, statistic, n_boot=n_boot),
-                                 matrix_tests(means, "fast", "slow", statistic, n_boot=n_boot),
-                                 separation_table(scores, ["irrelevant", "subtle", "corrupted"], n_boot=n_boot),
-                                 quality_effects(scores, example_scores(kept, "effective_rank"), n_boot=n_boot),
+        means = c.seed_means(kept)
+        spreads, scores = c.spread_table(means), c.example_scores(kept, statistic)
+        rows = fastslow_verdicts(c.summary_tests(means, spreads, statistic, n_boot=n_boot),
+                                 c.matrix_tests(means, "fast", "slow", statistic, n_boot=n_boot),
+                                 c.separation_table(scores, ["irrelevant", "subtle", "corrupted"], n_boot=n_boot),
+                                 c.quality_effects(scores, c.example_scores(kept, "effective_rank"), n_boot=n_boot),
                                  statistic)
         return stamped(rows, f"trained models admitted at held-out accuracy ≥ {setting['learned']:g}")
 
