@@ -71,11 +71,11 @@ def loss_surface(model: nn.Module, directions: torch.Tensor, data, alphas, betas
                          "betas (1-D) or 2 directions with betas (2-D)")
     coeffs = grid_coefficients(alphas, betas)  # (G, 2)
     theta = flat_parameters(model) if centre is None else centre
-    D = directions.to(theta.dtype)
+    D = directions.to(theta.device, theta.dtype)
     chunk = chunk or max(1, 64 * 2**20 // (theta.numel() * theta.element_size()))
     results = []
     for lo in range(0, len(coeffs), chunk):
-        c = coeffs[lo:lo + chunk, :len(D)].to(theta.dtype)  # (c, k)
+        c = coeffs[lo:lo + chunk, :len(D)].to(theta.device, theta.dtype)  # (c, k), on θ's device
         results.append(evaluate_params(model, theta + c @ D, data, loss_fn, **evaluate_kwargs))
     alpha, beta = coeffs[:, 0].numpy(), coeffs[:, 1].numpy()
     frames = [pd.DataFrame({"alpha": alpha, "beta": beta, "metric": m,
