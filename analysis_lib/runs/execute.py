@@ -25,14 +25,16 @@ from .executors import as_completed, shared_store_marker
 from .grid import RUN_COLUMNS, GridResult, label_runs
 from .guards import check_disk, check_memory
 from .progress import progress_bar
-from .store import RunStore, run_id
+from .reader import check_names, complete_metas
+from .store import DamagedRun, RunStore, run_id
 
 _EMPTY_METRICS = pd.DataFrame(columns=["step", "layer", "metric", "value"])
 STORE_ON = ("auto", "worker", "client")
 
 
 def run_grid(configs: Sequence, *, store_root: str | None = None, executor=None,
-             progress: bool | None = None, force: bool = False, store_on: str = "auto") -> GridResult:
+             progress: bool | None = None, force: bool = False, store_on: str = "auto",
+             metrics: Sequence[str] | None = None) -> GridResult:
     """Run (or reuse) every config and collect tidy metrics.
 
     Complete runs are read from the store here, in the client; only the rest is sent to the
@@ -50,6 +52,8 @@ def run_grid(configs: Sequence, *, store_root: str | None = None, executor=None,
         store_on: who writes runs into the store: ``"worker"`` (shared filesystem), ``"client"``
             (workers return metrics), or ``"auto"``: each worker writes when it can see the
             client's store, else returns the run to the client.
+        metrics: read only these metric names into ``GridResult.metrics`` (default: all); the
+            others stay in the store (:meth:`GridResult.read_metrics` reads any of them later).
 
     Returns:
         GridResult; failed runs (including runs whose worker died too often) appear in ``runs``
@@ -57,15 +61,16 @@ def run_grid(configs: Sequence, *, store_root: str | None = None, executor=None,
     """
     if store_on not in STORE_ON:
         raise ConfigError(f"invalid parameter store_on={store_on!r}: must be 'auto', 'worker' or 'client'")
+    check_names("metrics", metrics)
     store = RunStore(store_root)
     store.clean_leftovers()
     rids = [run_id(c) for c in configs]  # the one place run ids are computed
     metas: list[dict | None] = [None] * len(configs)
     if not force:
+        # A damaged run is set aside here and recomputed; of the others the grid keeps a summary.
+        stored = {rid: _summary({**meta, "cached": True}) for rid, meta in complete_metas(store, rids)}
         for i, rid in enumerate(rids):
-            meta = store.load_complete(rid)  # a damaged run is set aside here and recomputed
-            if meta is not None:
-                metas[i] = {**meta, "cached": True}
+            metas[i] = stored.get(rid)
     todo: dict[str, list[int]] = {}  # run id -> grid positions; a run shared by arms runs once
     for i, meta in enumerate(metas):
         if meta is None:
@@ -89,13 +94,31 @@ def run_grid(configs: Sequence, *, store_root: str | None = None, executor=None,
                 _place(metas, positions, ensure_run(configs[positions[0]], store, force, rid=rid), bar)
         else:
             _run_on_executor(executor, configs, todo, metas, bar, store, force, store_on)
-    return _collect(configs, rids, metas, store)
+    for _ in range(3):
+        try:
+            return _collect(configs, rids, metas, store, metrics)
+        except DamagedRun as damage:  # pages damaged behind a good footer: set aside, train again
+            store.set_aside(damage.rid, damage.problem)
+            positions = [i for i, rid in enumerate(rids) if rid == damage.rid]
+            _place(metas, positions, ensure_run(configs[positions[0]], store, rid=damage.rid), None)
+    return _collect(configs, rids, metas, store, metrics)
+
+
+_SUMMARY_KEYS = ("status", "diverged_step", "cached", "error")
+
+
+def _summary(meta: dict) -> dict:
+    """What the grid keeps of a run's meta (the rest stays in the store): its row of ``runs``."""
+    return {**{k: meta.get(k) for k in _SUMMARY_KEYS},
+            "seconds": (meta.get("timings") or {}).get("total_seconds")}
 
 
 def _place(metas: list, positions: list[int], meta: dict, bar) -> None:
+    meta = _summary(meta)
     for i in positions:
         metas[i] = meta
-    bar.update(len(positions))
+    if bar is not None:
+        bar.update(len(positions))
 
 
 def ensure_run(config, store: RunStore | str | None = None, force: bool = False, *, rid: str | None = None,
@@ -239,16 +262,14 @@ def _record_lost_run(config, rid: str, store: RunStore, exc: Exception) -> dict:
     return {**meta, "cached": False}
 
 
-def _collect(configs, rids: list[str], metas: list[dict], store: RunStore) -> GridResult:
-    rows, frames = [], []
-    for cfg, rid, meta in zip(configs, rids, metas):
-        rows.append({"run_id": rid, **dict(cfg.conditions), "seed": cfg.seed, "status": meta["status"],
-                     "diverged_step": meta.get("diverged_step"),
-                     "seconds": meta.get("timings", {}).get("total_seconds"),
-                     "cached": meta.get("cached", False), "error": meta.get("error")})
-        if meta["status"] != "failed":
-            # Labels come from this grid, so a run cached by another study is labelled correctly.
-            frames.append(label_runs(store.load_metrics(rid)[["step", "layer", "metric", "value"]], cfg, rid))
+def _collect(configs, rids: list[str], metas: list[dict], store: RunStore,
+             metrics: Sequence[str] | None = None) -> GridResult:
+    rows = [{"run_id": rid, **dict(cfg.conditions), "seed": cfg.seed, "status": meta["status"],
+             "diverged_step": meta.get("diverged_step"), "seconds": meta.get("seconds"),
+             "cached": bool(meta.get("cached")), "error": meta.get("error")}
+            for cfg, rid, meta in zip(configs, rids, metas)]
     runs = pd.DataFrame(rows) if rows else pd.DataFrame(columns=RUN_COLUMNS)
-    metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return GridResult(metrics, runs, dict(zip(rids, configs)), store)
+    result = GridResult(pd.DataFrame(), runs, dict(zip(rids, configs)), store)
+    # Labels come from this grid, so a run cached by another study is labelled correctly.
+    result.metrics = result.read_metrics(metrics) if rows else pd.DataFrame()
+    return result

@@ -153,6 +153,30 @@ class GridResult:
         units = {c.loss_unit() if hasattr(c, "loss_unit") else None for c in self.configs.values()}
         return units.pop() if len(units) == 1 else None
 
+    def read_metrics(self, metrics: Sequence[str] | None = None, layers: Sequence[str] | None = None) -> pd.DataFrame:
+        """Tidy metrics of every complete run read from the store, labelled like ``metrics``.
+
+        Reads one pyarrow scan over the runs' files, only the ``metrics`` and ``layers`` named
+        (default: all), so a study of many runs holds only what it asks for.
+
+        Raises:
+            ConfigError: ``metrics`` or ``layers`` is not a list of names, or names a metric
+                that no run of the grid recorded (the error lists those that exist).
+        """
+        from .reader import check_names, read_metrics, stored_metric_names
+
+        check_names("metrics", metrics)
+        check_names("layers", layers)
+        id_cols = list(self.runs.columns[: list(self.runs.columns).index("seed") + 1])
+        labels = self.runs.loc[self.runs["status"] != "failed", id_cols]
+        out = read_metrics(self.store, labels, metrics=metrics, layers=layers)
+        if metrics is not None and not labels.empty and (missing := set(metrics) - set(out["metric"])):
+            known = stored_metric_names(self.store, labels["run_id"])
+            if missing - known:
+                raise ConfigError(f"invalid parameter metrics={list(metrics)!r}: no run of the grid recorded "
+                                  f"{sorted(missing - known)}; recorded metrics are {sorted(known)}")
+        return out
+
     def table(self, name: str) -> pd.DataFrame:
         """An extra per-run table (e.g. ``"spectrum"``) of every run that has one.
 
