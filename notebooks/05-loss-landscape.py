@@ -47,8 +47,8 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 
 # %%
 
-from analysis_lib import (StudyOutputs, expand_grid, format_test_table,
-                          format_verdict_table, grid_executor, last_step, run_grid, run_surfaces, slice_summaries,
+from analysis_lib import (StudyOutputs, cached_surfaces, expand_grid, format_test_table,
+                          format_verdict_table, grid_executor, last_step, run_grid, slice_summaries,
                           verdict_table)
 from analysis_lib.landscape.slices import summary_table
 from analysis_lib.plots import landscape as landscape_plots, stats as stat_plots
@@ -77,7 +77,9 @@ final[final["metric"].isin(["train_loss", "test_acc"])].pivot_table(
 # Loss along every direction around every run's final weights (training set), then the summaries of each slice and their mean over directions per run (with the bootstrap CI across directions: the Monte-Carlo error of the random-direction estimate).
 
 # %%
-surfaces = run_surfaces(result, seeds=direction_seeds, normalizations=list(radius), radius=radius, steps=slice_points)
+with grid_executor(workers, scheduler) as executor:  # computed once per run, then read from the run store
+    surfaces = cached_surfaces(result, seeds=direction_seeds, normalizations=list(radius), radius=radius,
+                               steps=slice_points, executor=executor)
 summaries = slice_summaries(surfaces, fit_fraction=fit_fraction)
 summaries["layer"] = summaries["normalization"]  # test tables carry the normalisation in their "layer" column
 per_run = summary_table(summaries, n_boot=n_boot).rename(columns={"mean": "value"})
@@ -96,7 +98,7 @@ out.save_figure("slices_batch", fig)
 # **2-D filter-normalised maps of the training loss** around the first seed's minimum for each batch size (no weight decay; one pair of directions, shared contour levels; the star is θ). Look for the width of the basin around the star.
 
 # %%
-maps = run_surfaces(result, result.run_ids(arm="batch", seed=seeds[0], weight_decay=0.0), seeds=direction_seeds[:1], radius=radius.get("filter", 1.0), dims=2, steps=map_points)
+maps = cached_surfaces(result, result.run_ids(arm="batch", seed=seeds[0], weight_decay=0.0), seeds=direction_seeds[:1], radius=radius.get("filter", 1.0), dims=2, steps=map_points)
 fig = landscape_plots.plot_surface_maps(maps, col="batch_size", kind="filled", loss_unit=unit)
 out.save_figure("maps_batch", fig)
 
@@ -119,8 +121,8 @@ format_test_table(batch_tests)
 # **Why normalise: an equivalent network.** The first seed's small-batch run (no weight decay), and a copy with fc1 multiplied by `rescale_factor` and fc2 divided by it (ReLU is positively homogeneous, so it computes the same function). Look for the two curves coinciding under `filter` and separating under `none`.
 
 # %%
-rescaled = study.rescaling_surfaces(result, result.run_ids(arm="batch", seed=seeds[0], batch_size=small_batch, weight_decay=0.0),
-                                    factor=rescale_factor, radius=radius, seeds=direction_seeds, steps=slice_points)
+rescaled = study.cached_rescaling_surfaces(result, result.run_ids(arm="batch", seed=seeds[0], batch_size=small_batch, weight_decay=0.0),
+                                           factor=rescale_factor, radius=radius, seeds=direction_seeds, steps=slice_points)
 fig = landscape_plots.plot_slices(rescaled, hue="model", col="normalization", loss_unit=unit)
 out.save_figure("rescaling", fig)
 
@@ -141,7 +143,7 @@ out.save_figure("slices_residual", fig)
 # **2-D filter-normalised maps, plain vs residual** (first seed; shared, log-spaced contour levels; the star is θ). Look for irregular, non-convex contours.
 
 # %%
-maps = run_surfaces(result, result.run_ids(arm="residual", seed=seeds[0]), seeds=direction_seeds[:1], radius=radius.get("filter", 1.0), dims=2, steps=map_points)
+maps = cached_surfaces(result, result.run_ids(arm="residual", seed=seeds[0]), seeds=direction_seeds[:1], radius=radius.get("filter", 1.0), dims=2, steps=map_points)
 fig = landscape_plots.plot_surface_maps(maps, col="residual", kind="contour", log_levels=True, loss_unit=unit)
 out.save_figure("maps_residual", fig)
 

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..landscape.directions import NORMALIZATIONS
+from ..runs.analyses import finished_runs
+from ..runs.derived import Analysis, derive
 from ..stats.verdicts import NOT_TESTED, verdict_from_interval, verdict_row
 from ..validation import check_fraction, check_includes, check_int, check_subset, fail
 from .sensitivity import decide, stamped, with_alternatives
@@ -156,6 +158,19 @@ def rescaling_surfaces(result, run_ids: Sequence[str], *, factor: float, radius:
                       .assign(model=k, normalization=n)
                       for k, m in {"original": net, "rescaled": equivalent_rescaling(net, factor)}.items()
                       for n, r in radius.items()], ignore_index=True)
+
+
+RESCALING = Analysis("rescaling_surfaces", "analysis_lib.studies.loss_landscape:rescaling_surfaces", version=1)
+
+
+def cached_rescaling_surfaces(result, run_ids: Sequence[str], *, executor=None, progress: bool | None = None,
+                              **params) -> pd.DataFrame:
+    """:func:`rescaling_surfaces` of the first finished run of ``run_ids``, computed once and stored."""
+    finished = finished_runs(result, run_ids)
+    if not finished:
+        return rescaling_surfaces(result, [], **params)
+    return derive(RESCALING, result, [finished[:1]], params=params, executor=executor, progress=progress,
+                  labels=False)
 
 
 def rescaling_table(summaries: pd.DataFrame) -> pd.DataFrame:
