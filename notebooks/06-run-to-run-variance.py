@@ -54,13 +54,13 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 # %%
 
 from analysis_lib import (StudyOutputs, compare_conditions, explained_variance_table,
-                          format_test_table, format_verdict_table, grid_executor, mean_ci, pair_distances, run_grid,
+                          format_test_table, format_verdict_table, grid_executor, mean_ci, run_grid,
                           verdict_table)
-from analysis_lib.landscape.interpolation import default_alphas, pair_interpolations
+from analysis_lib.landscape.interpolation import default_alphas
 from analysis_lib.layers import layer_sizes
 from analysis_lib.plots import landscape as landscape_plots, seed_variance as variance_plots, stats as stat_plots
 from analysis_lib.plots import training as training_plots, trajectories as trajectory_plots
-from analysis_lib.studies import run_to_run as study
+from analysis_lib.studies import run_to_run as study, run_to_run_pairs as pairs_study
 from analysis_lib.training.evaluation import per_example_correctness
 from analysis_lib.trajectories.pca import projection_table
 
@@ -88,7 +88,6 @@ net = configs[0].build_model()  # the architecture: weights come from each run's
 trajectories, finals = result.checkpoints("trajectory"), result.checkpoints("final")
 pairs = study.twin_pairs(result.runs)
 parents = result.runs[(result.runs["arm"] == "parent") & (result.runs["status"] == "finished")]["run_id"].tolist()
-splits = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
 
 # %% [markdown]
 # ## Claim 10: twins
@@ -96,7 +95,8 @@ splits = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, 
 # **Distance between each twin and its parent over training**, relative to the parent's weight norm (log scale; mean over seeds with 95% band), for the whole model and layer by layer. A twin starts at `perturb_scale` when it is perturbed; look for how far it grows, and for the independent pairs on top as the ceiling.
 
 # %%
-distances = pair_distances(pairs, trajectories, layer_sizes(net))
+with grid_executor(workers, scheduler) as executor:  # one cached task per pair: computed once, then read back
+    distances = pairs_study.cached_pair_distances(result, pairs, executor=executor)
 fig = training_plots.plot_metric_over_training(distances, "relative_distance", hue="pair", layers=["model", *layer_sizes(net)], logy=True)
 out.save_figure("twin_distance", fig)
 
@@ -104,7 +104,9 @@ out.save_figure("twin_distance", fig)
 # **Training loss on the straight line between the two runs of each pair** (mean over seeds with 95% band), without and with weight matching. The barrier is the bump above the straight line joining the ends.
 
 # %%
-curves, barriers = pair_interpolations(pairs, finals, net, splits, alphas=line, batchnorm=batchnorm)
+with grid_executor(workers, scheduler) as executor:
+    curves, barriers = pairs_study.cached_pair_interpolations(result, pairs, alphas=line, batchnorm=batchnorm,
+                                                              executor=executor)
 fig = landscape_plots.plot_interpolation(curves[curves["split"] == "train"], hue="pair", col="matched",
                                          ylabel=f"train loss ({result.loss_unit()})")
 out.save_figure("interpolation_train_loss", fig)

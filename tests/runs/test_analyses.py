@@ -56,3 +56,27 @@ def test_cached_rescaling_surfaces_are_the_direct_ones(grid):
     pd.testing.assert_frame_equal(loss_landscape.cached_rescaling_surfaces(grid, ids, **params), direct,
                                   check_exact=True)
     assert loss_landscape.cached_rescaling_surfaces(grid, grid.run_ids(lr=1e30), **params).empty
+
+
+def test_cached_pair_analyses_are_the_direct_ones(twin_runs):
+    from analysis_lib.landscape.interpolation import pair_interpolations
+    from analysis_lib.layers import layer_sizes
+    from analysis_lib.studies.run_to_run import twin_pairs
+    from analysis_lib.studies.run_to_run_pairs import cached_pair_distances, cached_pair_interpolations
+    from analysis_lib.trajectories.distances import pair_distances
+
+    pairs = twin_pairs(twin_runs.runs)
+    assert len(pairs) >= 3 and set(pairs["pair"]) >= {"independent"}
+    config = next(iter(twin_runs.configs.values()))
+    net, dataset = config.build_model(), config.dataset()
+    splits = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
+    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    curves, barriers = pair_interpolations(pairs, twin_runs.checkpoints("final"), net, splits, alphas=alphas)
+    cached_curves, cached_barriers = cached_pair_interpolations(twin_runs, pairs, alphas=alphas)
+    pd.testing.assert_frame_equal(cached_curves, curves, check_exact=True)
+    pd.testing.assert_frame_equal(cached_barriers, barriers, check_exact=True)
+    distances = pair_distances(pairs, twin_runs.checkpoints("trajectory"), layer_sizes(net))
+    pd.testing.assert_frame_equal(cached_pair_distances(twin_runs, pairs), distances, check_exact=True)
+    none = pairs.iloc[:0]
+    assert cached_pair_distances(twin_runs, none).empty
+    assert cached_pair_interpolations(twin_runs, none, alphas=alphas)[0].empty
