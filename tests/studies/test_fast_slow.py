@@ -85,8 +85,9 @@ class _RecordingExecutor:
     def __init__(self):
         self.submitted = []
 
-    def submit(self, fn, *args):
-        self.submitted.append(args[0].seed)
+    def submit(self, fn, analysis, runs, group, *args):  # derive_task's arguments
+        self.submitted.append(runs.configs[group[0]].seed)
+        args = (analysis, runs, group, *args)
         future = concurrent.futures.Future()
         future.set_result(fn(*args))
         return future

@@ -20,9 +20,9 @@ token-averaged one, so its gradient is R times larger: nuclear, spectral and Fro
 by R, effective and stable rank do not change. :func:`with_token_sums` derives the ``"sum"`` rows
 that way instead of recomputing them (tested against a direct computation).
 
-Caching: :func:`spectra_table` reads each run's table from the run store
-(:meth:`analysis_lib.runs.store.RunStore.ensure_derived`) and computes the missing ones as one task
-per run through the grid's executor, so seeds run in parallel processes, one torch thread each.
+Caching: :func:`spectra_table` reads each run's table from the run store and computes the missing
+ones as one cached task per run (:mod:`analysis_lib.runs.derived`) through the grid's executor,
+so seeds run in parallel processes, one torch thread each.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from ...lm.config import LMRunConfig
 from ...lm.tasks import Batch, Problems, encode, task_splits
 from ...lm.training import build_lm
 from ...lm.transformer import matrix_names
+from ...runs.derived import Analysis, derive
 from ...runs.execute import torch_threads
-from ...runs.executors import as_completed
 from ...runs.grid import GridResult
 from ...validation import ConfigError
 
@@ -173,40 +173,45 @@ def with_token_sums(spectra: pd.DataFrame, counts: pd.DataFrame) -> pd.DataFrame
 
 
 def spectra_params(n_problems: int) -> dict:
-    """What a cached table depends on besides the run itself."""
-    return {"version": ANALYSIS_VERSION, "n_problems": n_problems, "checkpoints": list(CHECKPOINTS),
-            "conditions": list(CONDITIONS)}
+    """What a cached table depends on besides the run itself (the analysis's version is in its key)."""
+    return {"n_problems": n_problems, "checkpoints": list(CHECKPOINTS), "conditions": list(CONDITIONS)}
+
+
+def spectra_task(runs: GridResult, run_ids: list[str], n_problems: int, **key_only) -> pd.DataFrame:
+    """:func:`run_spectra` of one stored run, as a task of :func:`analysis_lib.runs.derived.derive`.
+
+    ``key_only``: the checkpoints and conditions of :func:`spectra_params`, which this module
+    fixes; they are in the key so that changing them computes new tables.
+    """
+    rid = run_ids[0]
+    checkpoints = {k: runs.store.load_checkpoint(rid, k) for k in ("base", "tuned")}
+    return run_spectra(runs.configs[rid], checkpoints, n_problems).assign(run_id=rid)
+
+
+SPECTRA = Analysis(DERIVED_NAME, "analysis_lib.studies.fast_slow.protocol:spectra_task", version=ANALYSIS_VERSION)
 
 
 def spectra_table(result: GridResult, n_problems: int, *, executor=None) -> pd.DataFrame:
     """Per-example spectra of every finished run of the grid, from the cache or computed.
 
-    Missing tables are computed as one :func:`run_spectra` task per run on ``executor`` (None:
-    in-process), with the checkpoints sent along so that a worker needs no access to the run
-    store, and stored by this process as they finish; diverged and failed runs have no
+    Missing tables are computed as one cached task per run (:data:`SPECTRA`) on ``executor``
+    (None: in-process), so seeds run in parallel processes; diverged and failed runs have no
     ``tuned`` checkpoint and are left out.
 
     Returns:
         Tidy :data:`SPECTRA_COLUMNS`, token-averaged and token-summed (:func:`with_token_sums`).
     """
-    store, params = result.store, spectra_params(n_problems)
-    finished = set(result.runs.loc[result.runs["status"] == "finished", "run_id"])
-    runs = {rid: c for rid, c in result.configs.items() if rid in finished}
-    missing = [rid for rid in runs if not store.derived_path(rid, DERIVED_NAME, params).exists()]
-    tasks = {rid: (runs[rid], {k: store.load_checkpoint(rid, k) for k in ("base", "tuned")}, n_problems)
-             for rid in missing}
-    if executor is not None:
-        futures = {executor.submit(run_spectra, *args): rid for rid, args in tasks.items()}
-        for fut in as_completed(futures):
-            store.ensure_derived(futures[fut], DERIVED_NAME, params, fut.result)
-    frames = []
-    for rid, config in runs.items():
-        table = store.ensure_derived(rid, DERIVED_NAME, params, lambda: run_spectra(*tasks[rid]))
-        counts = loss_token_counts(held_out_problems(config, n_problems))
-        frames.append(with_token_sums(table.astype({"condition": str}), counts)
-                      .assign(run_id=rid, seed=config.seed))
-    if not frames:
+    finished = result.run_ids(status="finished")
+    if not finished:
         return pd.DataFrame(columns=SPECTRA_COLUMNS)
+    tables = derive(SPECTRA, result, [[rid] for rid in finished], params=spectra_params(n_problems),
+                    executor=executor, labels=False)
+    frames = []
+    for rid, table in tables.groupby("run_id", sort=False):
+        config = result.configs[rid]
+        counts = loss_token_counts(held_out_problems(config, n_problems))
+        frames.append(with_token_sums(table.drop(columns="run_id").astype({"condition": str}), counts)
+                      .assign(run_id=rid, seed=config.seed))
     out = pd.concat(frames, ignore_index=True)[SPECTRA_COLUMNS]
     return out.astype({c: str for c in ("checkpoint", "condition", "layer", "projection", "statistic")})
 
