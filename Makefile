@@ -2,6 +2,7 @@
 #   make test                      lint, then run the test suite in .venv (created on first use)
 #   make report PARAMS=smoke       render every study with its smoke parameters
 #   make report STUDY=01-layer-dynamics
+#   make report WORKERS=2          every study on one 2-process LocalCluster, started once
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -11,6 +12,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PARAMS ?= default
 STUDY ?=
+WORKERS ?= 1
 PYTEST_ARGS ?=
 
 # Idle OpenMP threads spin instead of sleeping unless told otherwise; on a loaded 2-core machine
@@ -63,7 +65,7 @@ browser-check: venv browser ## open reports/ (or ANALYSIS_LIB_REPORTS) in headle
 	exit $$rc
 
 report: venv ## render studies with PARAMS (default: default) to reports/; STUDY=NN-name for one
-	$(BIN)/python -m analysis_lib report --params $(PARAMS) $(foreach s,$(STUDY),--study $(s))
+	$(BIN)/python -m analysis_lib report --params $(PARAMS) --workers $(WORKERS) $(foreach s,$(STUDY),--study $(s))
 
 report-full: venv ## render the studies that have a `full` parameter set, then replicate each on new seeds (slow)
 	$(BIN)/python -m analysis_lib report --params full --skip-missing $(foreach s,$(STUDY),--study $(s))

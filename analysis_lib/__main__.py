@@ -29,7 +29,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.params_file is not None:
         return _report_with_file(args)
     index = render_all(args.params, studies=args.study or None, reports_dir=args.reports_dir,
-                       notebooks_dir=args.notebooks_dir, skip_missing=args.skip_missing)
+                       notebooks_dir=args.notebooks_dir, skip_missing=args.skip_missing, workers=args.workers)
     print(f"index: {index}")
     return 0
 
@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="study to render; repeat for several (default: all)")
     report.add_argument("--skip-missing", action="store_true",
                         help="skip studies without the parameter set instead of failing")
+    report.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="N > 1: every study on one LocalCluster of N processes, started once")
     report.add_argument("--params-file", type=Path, default=None, metavar="YAML",
                         help="render one --study with these values on top of the --params set")
     replicate = commands.add_parser("replicate", help="render studies again on disjoint seeds and compare verdicts")

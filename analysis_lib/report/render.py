@@ -18,6 +18,7 @@ Notebooks name the project's kernel, ``analysis-lib``, which ``make venv`` regis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -332,7 +333,7 @@ def _studies_to_render(studies, param_set: str, nb_dir: Path, skip_missing: bool
 def render_all(
     param_set: str = "default", studies: list[str] | None = None,
     reports_dir: str | Path | None = None, *, notebooks_dir: str | Path | None = None,
-    skip_missing: bool = False,
+    skip_missing: bool = False, workers: int = 1,
 ) -> Path:
     """Render studies one after another, then the index; fail at the end if any study failed.
 
@@ -341,6 +342,10 @@ def render_all(
         reports_dir, notebooks_dir: default to ``reports/`` and ``notebooks/`` in the project.
         skip_missing: skip studies without `param_set` (e.g. the optional ``full``) instead of
             raising ValueError.
+        workers: N > 1 renders every study with ``workers = N`` on one LocalCluster of N
+            one-thread processes started here and shared by all studies
+            (:func:`analysis_lib.runs.executors.local_pool`), so its start-up and first imports
+            are paid once; the reports record ``workers = N`` (the results do not depend on it).
 
     Returns:
         Path of the index.html written.
@@ -349,16 +354,22 @@ def render_all(
         ValueError: unknown study, or a missing parameter set (before anything runs).
         RuntimeError: one or more studies failed to render; the message names each one.
     """
+    from ..runs.executors import check_executor_parameters, local_pool
+
+    check_executor_parameters(workers, "")
     nb_dir, out_root = notebooks_dir_or_default(notebooks_dir), reports_dir_or_default(reports_dir)
     failures = {}
-    for study in _studies_to_render(studies, param_set, nb_dir, skip_missing):
-        t0 = time.perf_counter()
-        try:
-            render_study(study, param_set, notebooks_dir=nb_dir, reports_dir=out_root)
-        except Exception as exc:
-            failures[study] = error_summary(exc)
-        status = "FAILED" if study in failures else "ok"
-        print(f"{status:<8} {study} ({param_set}) {time.perf_counter() - t0:7.1f} s", flush=True)
+    chosen = _studies_to_render(studies, param_set, nb_dir, skip_missing)
+    extra = {"workers": workers} if workers > 1 else None
+    with local_pool(workers) if workers > 1 else contextlib.nullcontext():
+        for study in chosen:
+            t0 = time.perf_counter()
+            try:
+                render_study(study, param_set, notebooks_dir=nb_dir, reports_dir=out_root, extra_parameters=extra)
+            except Exception as exc:
+                failures[study] = error_summary(exc)
+            status = "FAILED" if study in failures else "ok"
+            print(f"{status:<8} {study} ({param_set}) {time.perf_counter() - t0:7.1f} s", flush=True)
     index = build_index(out_root, notebooks_dir=nb_dir)
     if failures:
         listed = "; ".join(f"{s}: {msg}" for s, msg in failures.items())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -37,6 +38,16 @@ BATCH_SCHEDULERS = ("slurm", "pbs")
 LOCAL = ("", "local")
 CONNECT_SECONDS = 5  # an unreachable scheduler address fails this fast
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://")
+POOL_ENV = "ANALYSIS_LIB_LOCAL_POOL"  # set by local_pool for this process and the kernels it starts
+# Background work of Dask's own that competes with training when every core runs a worker: the
+# statistical profiler samples each worker's threads every 10 ms, the memory and system monitors
+# poll every 0.1 / 0.5 s, and work stealing re-plans queued tasks (with a saturation of 1.0 no task
+# waits on a worker to be stolen). Measured on 2 cores, 8 runs of 5 s on 2 workers: 4.25 -> 3.6-3.7 s
+# per run, the in-process time (benchmarks/README.md). The dashboard's profile page stays empty.
+QUIET_WORKERS = {"distributed.worker.profile.enabled": False,
+                 "distributed.worker.memory.monitor-interval": "1s",
+                 "distributed.admin.system-monitor.interval": "2s",
+                 "distributed.scheduler.work-stealing": False}
 
 
 def check_executor_parameters(workers, scheduler, retries=DEFAULT_RETRIES) -> None:
@@ -74,6 +85,16 @@ def grid_executor(workers: int = 1, scheduler: str = "", *, retries: int = DEFAU
         return
     from distributed import Client
 
+    if scheduler == "" and (pool := _pool_address(workers, retries)) is not None:
+        try:
+            client = Client(pool, timeout=CONNECT_SECONDS)  # a warm local pool of this size
+        except OSError:
+            client = None  # the pool has gone: start a cluster as if there were none
+        if client is not None:
+            with client:
+                yield client
+            return
+
     if scheduler.startswith(_ADDRESS_PREFIXES):
         try:
             client = Client(scheduler, timeout=CONNECT_SECONDS)
@@ -101,7 +122,7 @@ def _started_cluster(workers: int, scheduler: str, retries: int):
     # would otherwise count that death against them too, and runs are long enough that
     # prefetching the next one saves nothing.
     with dask.config.set({"distributed.scheduler.allowed-failures": retries,
-                          "distributed.scheduler.worker-saturation": 1.0}):
+                          "distributed.scheduler.worker-saturation": 1.0, **QUIET_WORKERS}):
         # cores, memory, queue, walltime of a batch cluster: ~/.config/dask/jobqueue.yaml
         cluster = cluster_class() if cluster_class else _local_cluster(workers)
     try:
@@ -136,6 +157,51 @@ def _local_cluster(workers: int):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                             dashboard_address=dashboard, silence_logs=logging.CRITICAL,
                             env={"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})
+
+
+@contextlib.contextmanager
+def local_pool(workers: int, *, retries: int = DEFAULT_RETRIES) -> Iterator[str]:
+    """A LocalCluster started once for many grids and notebooks on this machine; yields its address.
+
+    While it runs, ``grid_executor(workers, "")`` with the same ``workers`` and ``retries``, in this
+    process and in every process it starts (the kernels of ``python -m analysis_lib report
+    --workers N``), connects to it instead of starting a cluster of its own: the pool's start-up and
+    each worker's first imports of torch and ``analysis_lib`` are paid once, not once per grid.
+    Results do not depend on it (every run sets its own torch threads).
+    """
+    check_executor_parameters(workers, "local", retries)
+    from distributed import Client
+
+    with _started_cluster(workers, "local", retries) as cluster, Client(cluster) as client:
+        client.run(_warm_imports)
+        previous = os.environ.get(POOL_ENV)
+        os.environ[POOL_ENV] = json.dumps({"address": cluster.scheduler_address, "workers": workers,
+                                           "retries": retries})
+        try:
+            yield cluster.scheduler_address
+        finally:
+            if previous is None:
+                os.environ.pop(POOL_ENV, None)
+            else:
+                os.environ[POOL_ENV] = previous
+
+
+def _pool_address(workers: int, retries: int) -> str | None:
+    """The address of a running :func:`local_pool` of this size, if one was announced to this process."""
+    try:
+        pool = json.loads(os.environ.get(POOL_ENV, ""))
+    except json.JSONDecodeError:
+        return None
+    if isinstance(pool, dict) and pool.get("workers") == workers and pool.get("retries") == retries:
+        return pool.get("address")
+    return None
+
+
+def _warm_imports() -> None:
+    import torch  # noqa: F401  what every run's first task would otherwise wait for
+
+    import analysis_lib.runs.execute  # noqa: F401
+    import analysis_lib.training.loop  # noqa: F401
 
 
 def batch_cluster_class(scheduler: str):

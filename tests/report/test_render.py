@@ -225,3 +225,39 @@ def test_every_notebook_names_the_project_kernel():
     assert notebooks
     for path in notebooks:
         assert nbformat.read(path, as_version=4).metadata.kernelspec.name == PROJECT_KERNEL, path.name
+
+
+def test_render_all_with_workers_shares_one_pool_and_records_the_workers(tmp_path, monkeypatch):
+    """``report --workers 2``: one pool around every study; each study gets ``workers = 2``."""
+    import contextlib
+
+    import analysis_lib.report.render as render
+    import analysis_lib.runs.executors as executors
+
+    events = []
+
+    @contextlib.contextmanager
+    def fake_pool(workers, **_):
+        events.append(("pool start", workers))
+        os.environ[executors.POOL_ENV] = "{}"
+        yield "tcp://pool"
+        del os.environ[executors.POOL_ENV]
+        events.append(("pool end", workers))
+
+    def fake_render(study, param_set, **kwargs):
+        events.append((study, kwargs["extra_parameters"], executors.POOL_ENV in os.environ))
+
+    nb_dir = tmp_path / "notebooks"
+    for name in ("01-a", "02-b"):
+        write_fake_study(nb_dir, name, {"default": {}})
+    monkeypatch.setattr(executors, "local_pool", fake_pool)
+    monkeypatch.setattr(render, "render_study", fake_render)
+    monkeypatch.setattr(render, "build_index", lambda *a, **k: tmp_path / "index.html")
+    render_all("default", reports_dir=tmp_path / "reports", notebooks_dir=nb_dir, workers=2)
+    assert events == [("pool start", 2), ("01-a", {"workers": 2}, True), ("02-b", {"workers": 2}, True),
+                      ("pool end", 2)]
+    events.clear()
+    render_all("default", reports_dir=tmp_path / "reports", notebooks_dir=nb_dir)
+    assert events == [("01-a", None, False), ("02-b", None, False)]
+    with pytest.raises(ValueError, match="invalid parameter workers=0"):
+        render_all("default", reports_dir=tmp_path / "reports", notebooks_dir=nb_dir, workers=0)
