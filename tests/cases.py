@@ -225,3 +225,17 @@ def slow_hedges_g(t, b):
     n1, n2 = len(t), len(b)
     s = np.sqrt(((n1 - 1) * np.var(t, ddof=1) + (n2 - 1) * np.var(b, ddof=1)) / (n1 + n2 - 2))
     return (1 - 3 / (4 * (n1 + n2) - 9)) * (np.mean(t) - np.mean(b)) / s
+
+
+def fail_seed(monkeypatch, seed: int) -> None:
+    """Make every classifier run of ``seed`` raise ("simulated fault"), so the grid records it as failed."""
+    from analysis_lib.training import classifier
+
+    real = classifier.train_classifier
+
+    def fails(config):
+        if config.seed == seed:
+            raise RuntimeError("simulated fault")
+        return real(config)
+
+    monkeypatch.setattr(classifier, "train_classifier", fails)

@@ -32,8 +32,6 @@ import dataclasses
 import importlib
 import json
 import os
-import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -44,7 +42,7 @@ from ..validation import ConfigError
 from .executors import as_completed, shared_store_marker
 from .grid import GridResult
 from .progress import progress_bar
-from .store import LEFTOVER_SECONDS, STORE_VERSION, RunStore
+from .store import STORE_VERSION, RunStore, write_table_atomic
 
 
 @dataclass(frozen=True)
@@ -145,7 +143,7 @@ def _compute(analysis, result, todo: dict, paths: list[Path], params: dict, exec
     store = result.store
     if executor is None:
         for i, group in todo.items():
-            write_table(paths[i], compute_task(analysis, _task_runs(result, group), group, params))
+            write_table_atomic(paths[i], compute_task(analysis, _task_runs(result, group), group, params))
             bar.update(1)
         return
     with shared_store_marker(store.root) as marker:
@@ -157,7 +155,7 @@ def _compute(analysis, result, todo: dict, paths: list[Path], params: dict, exec
                 table = fut.result()
                 if table is None:  # the worker cannot see the store: compute it here
                     table = compute_task(analysis, _task_runs(result, todo[i]), todo[i], params)
-                write_table(paths[i], table)
+                write_table_atomic(paths[i], table)
                 bar.update(1)
         except BaseException:
             for fut in futures:
@@ -186,25 +184,6 @@ def derive_task(analysis: Analysis, runs: GridResult, group: list[str], params: 
     if not os.path.exists(marker):
         return None
     return compute_task(analysis, runs, group, params)
-
-
-def write_table(path: Path, table: pd.DataFrame) -> None:
-    """Write ``table`` to ``path`` atomically (temporary name, then rename); stale temporaries go."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    for stale in path.parent.glob(".tmp-*"):
-        try:
-            if now - stale.stat().st_mtime > LEFTOVER_SECONDS:
-                stale.unlink()
-        except FileNotFoundError:
-            continue
-    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _labels(result: GridResult) -> list[str]:

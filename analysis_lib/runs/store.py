@@ -70,6 +70,27 @@ def _short_config(config: dict | None) -> str:
     return " | ".join(p for p in parts if p)
 
 
+def write_table_atomic(path: Path, table: pd.DataFrame) -> None:
+    """Write ``table`` as parquet at ``path`` under a temporary name, then rename it into place.
+
+    A reader never sees half a file; temporaries in the folder older than :data:`LEFTOVER_SECONDS`
+    (left by killed writers) are removed first.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for stale in path.parent.glob(".tmp-*"):
+        with contextlib.suppress(FileNotFoundError):
+            if now - stale.stat().st_mtime > LEFTOVER_SECONDS:
+                stale.unlink()
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class DamagedRun(Exception):
     """A run folder that cannot be read as it claims: ``rid`` and the ``problem``."""
 
@@ -319,14 +340,7 @@ class RunStore:
         if not self.path(rid).is_dir():
             raise FileNotFoundError(f"no stored run {rid!r} under {self.root} to derive {name!r} from")
         table = compute()
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
-        try:
-            table.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_table_atomic(path, table)
         return table
 
     def run_ids(self) -> list[str]:

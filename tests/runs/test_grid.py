@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-import analysis_lib.training.classifier as classifier
 from analysis_lib.runs.execute import run_grid
 from analysis_lib.runs.grid import condition_name, expand_grid, select
 from analysis_lib.runs.store import RunStore, run_id
 from analysis_lib.training.config import with_overrides
+from tests.cases import fail_seed
 
 
 def test_product_of_conditions_and_seeds(tiny_config):
@@ -143,14 +143,7 @@ def test_grid_result_remembers_its_store(stored_grid, tmp_path, monkeypatch):
 
 
 def test_failed_runs_have_no_tables_or_checkpoints(tiny_config, store_root, monkeypatch):
-    real = classifier.train_classifier
-
-    def fails_seed_1(config):
-        if config.seed == 1:
-            raise RuntimeError("simulated fault")
-        return real(config)
-
-    monkeypatch.setattr(classifier, "train_classifier", fails_seed_1)
+    fail_seed(monkeypatch, 1)
     configs = expand_grid(with_overrides(tiny_config, {"probes.names": ["weights", "spectrum"]}),
                           {"train.lr": [0.1]}, [0, 1])
     result = run_grid(configs, store_root=store_root, progress=False)

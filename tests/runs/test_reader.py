@@ -17,9 +17,9 @@ from analysis_lib.runs.execute import run_grid
 from analysis_lib.runs.grid import expand_grid
 from analysis_lib.runs.reader import complete_metas, read_metrics
 from analysis_lib.runs.store import RunStore, run_id
-from analysis_lib.training import classifier
 from analysis_lib.training.config import with_overrides
 from analysis_lib.validation import ConfigError
+from tests.cases import fail_seed
 
 
 def eager_metrics(result) -> pd.DataFrame:
@@ -39,14 +39,7 @@ def eager_metrics(result) -> pd.DataFrame:
 @pytest.fixture
 def mixed_grid(tiny_config, store_root, monkeypatch):
     """Two arms sharing a run, a diverging learning rate, and a failing seed."""
-    real = classifier.train_classifier
-
-    def fails_seed_2(config):
-        if config.seed == 2:
-            raise RuntimeError("simulated fault")
-        return real(config)
-
-    monkeypatch.setattr(classifier, "train_classifier", fails_seed_2)
+    fail_seed(monkeypatch, 2)
     arms = {"main": {"train.lr": [0.1, 1e30]}, "again": {"train.lr": [0.1], "train.optimizer": ["sgd", "adam"]}}
     configs = expand_grid(tiny_config, arms, [0, 1, 2])
     return configs, run_grid(configs, store_root=store_root, progress=False)
