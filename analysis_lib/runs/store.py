@@ -320,7 +320,10 @@ class RunStore:
         return self.path(rid) / "derived" / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.parquet"
 
     def ensure_derived(self, rid: str, name: str, params: dict, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-        """A table derived from a stored run (e.g. statistics of its checkpoints), computed once.
+        """A table derived from a stored run (e.g. statistics of its checkpoints), computed once, here.
+
+        The building block; :func:`analysis_lib.runs.derived.derive` is the general form (pairs and
+        groups of runs, an executor, versions, the reading grid's labels).
 
         Kept as ``<run>/derived/<name>-<hash of params>.parquet``: the same ``params`` (put a version
         of the analysis code in them) read the stored table; other params compute another one.
