@@ -121,7 +121,10 @@ out.save_figure("layer_profiles_sum", fig)
 # **Fast − slow per matrix**, paired by seed, Holm within each checkpoint and reduction (the base model with token-averaged loss shown; all rows in `matrix_tests.csv`).
 
 # %%
-matrix = study.matrix_tests(means, "fast", "slow", statistic, n_boot=n_boot)
+with grid_executor(workers, scheduler) as executor:  # every test table at this gate: computed once per grid
+    tests = study.contrast_tests(result, n_problems=n_problems, learned=learned, statistic=statistic, n_boot=n_boot,
+                                 executor=executor)
+matrix = tests["matrix"]
 out.save_table("matrix_tests", matrix)
 format_test_table(matrix[matrix["contrast"].str.endswith("checkpoint=base, reduction=mean]")])
 
@@ -136,7 +139,7 @@ out.save_figure("spread", fig)
 # **Fast − slow MAD per projection and third of the layers** (`layer` holds all / early / middle / late), paired by seed, Holm within each checkpoint and reduction; base, token-averaged shown.
 
 # %%
-spread_tests = study.spread_tests(spreads, "fast", "slow", statistic, n_boot=n_boot)
+spread_tests = tests["spread"]
 out.save_table("spread_tests", spread_tests)
 format_test_table(spread_tests[spread_tests["contrast"].str.endswith("checkpoint=base, reduction=mean]")
                                      & (spread_tests["layer"] == "all")])
@@ -152,7 +155,7 @@ out.save_figure("score_distributions", fig)
 # **AUROC of the per-example score separating correct (slow) from wrong reasoning**, direction fixed in advance (wrong reasoning larger), per checkpoint; 0.5 is chance. Irrelevant steps contradict the prompt, so they are easy to tell apart; one wrong digit (subtle) is the real test.
 
 # %%
-separation = study.separation_table(scores, ["irrelevant", "subtle", "corrupted"], n_boot=n_boot)
+separation = tests["separation"]
 out.save_table("separation", separation)
 fig = stat_plots.plot_interval_table(separation, null=0.5, xlabel="AUROC")
 out.save_figure("separation", fig)
@@ -161,7 +164,7 @@ out.save_figure("separation", fig)
 # **Data quality: paired effect sizes of corrupted − clean (slow) responses** for the nuclear norm and the effective rank (Cohen's d_z over problems, per seed, averaged), and the difference of their separations in the claimed directions (positive: the effective rank separates better).
 
 # %%
-quality = study.quality_effects(scores, study.example_scores(kept, "effective_rank"), n_boot=n_boot)
+quality = tests["quality"]
 out.save_table("quality_effects", quality)
 fig = stat_plots.plot_interval_table(quality, null=0.0, xlabel="effect size")
 out.save_figure("quality_effects", fig)
@@ -170,7 +173,7 @@ out.save_figure("quality_effects", fig)
 # **Headline contrasts** (log scale: exp of the estimate is the geometric-mean ratio over matrices or projections), each a claim fixed in advance, so unadjusted: fast − slow and fast − answer-only per checkpoint and reduction, the spreads, and how the fast-vs-slow gap changes from init to base and from base to tuned.
 
 # %%
-summary = study.summary_tests(means, spreads, statistic, n_boot=n_boot)
+summary = tests["summary"]
 out.save_table("summary_tests", summary)
 format_test_table(summary)
 
@@ -180,7 +183,8 @@ format_test_table(summary)
 # Rules fixed in advance: a paired contrast reproduces a claim when its 95% CI lies on the claimed side of zero and p < 0.05, and contradicts it when the CI lies on the other side; an AUROC when its CI lies above 0.5; an effect size when its CI excludes 0 on the claimed side. Rows about init are the length baseline. Each "no" or "partly" also says whether it holds when the accuracy gate that admits trained models is set at 0.5 or 0.99 instead of `learned` (the grid below; the same cached spectra).
 
 # %%
-rows, sensitivity = study.robust_verdict_rows(result, spectra, learned=learned, statistic=statistic, n_boot=n_boot)
+rows, sensitivity = study.robust_verdict_rows(result, n_problems=n_problems, learned=learned, statistic=statistic,
+                                              n_boot=n_boot)
 out.save_table("sensitivity", sensitivity)
 fig = stat_plots.plot_outcome_grid(sensitivity)
 out.save_figure("sensitivity", fig)

@@ -5,8 +5,8 @@ the interpolation between the two runs of a pair, a spectrum of a group)::
 
     fn(runs: GridResult, run_ids: list[str], **params) -> pd.DataFrame
 
-where ``runs`` holds just the task's runs (their configs, rows of the run table and the store,
-so :meth:`GridResult.model`, checkpoints and tables work as usual). :func:`derive` runs it once
+where ``runs`` holds just the task's runs (their configs, rows of the run table, metrics and the
+store, so :meth:`GridResult.model`, checkpoints and tables work as usual). :func:`derive` runs it once
 per task (one run, a pair or a group), keyed in the run store by the task's run ids, its
 parameters and the analysis's version:
 
@@ -168,7 +168,9 @@ def _task_runs(result: GridResult, group: list[str]) -> GridResult:
     configs = {rid: dataclasses.replace(result.configs[rid], conditions=()) for rid in dict.fromkeys(group)}
     rows = result.runs.drop_duplicates("run_id").set_index("run_id").loc[list(configs)].reset_index()
     keep = [c for c in rows.columns if c not in _labels(result)]
-    return GridResult(pd.DataFrame(), rows[keep], configs, RunStore(result.store.root.resolve()))
+    runs = GridResult(pd.DataFrame(), rows[keep], configs, RunStore(result.store.root.resolve()))
+    runs.metrics = runs.read_metrics()  # the task's runs' metrics, unlabelled (run_id, seed, ...)
+    return runs
 
 
 def compute_task(analysis: Analysis, runs: GridResult, group: list[str], params: dict) -> pd.DataFrame:

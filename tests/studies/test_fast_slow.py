@@ -217,3 +217,21 @@ def test_block_noise_profile_is_a_ratio_of_means_over_seeds():
     assert profile.to_dict("records") == [
         {"step": 10, "layer": "blocks.1", "projection": "q", "snr": pytest.approx(0.25 / 3.0), "n": 2}]
     assert S.block_noise_profile(pd.DataFrame(rows[:0], columns=["seed", "step", "layer", "metric", "value"])).empty
+
+
+def test_contrast_tests_are_the_direct_tables_and_computed_once_per_gate(tiny, store_root, monkeypatch):
+    from analysis_lib.studies.fast_slow import cached
+
+    result = run_grid(expand_grid(tiny, {}, [0, 1]), store_root=store_root, progress=False)
+    spectra = F.spectra_table(result, 4)
+    direct = cached.contrast_tables(spectra, F.accuracy_table(result, 0.0), statistic="nuclear_norm", n_boot=50)
+    got = cached.contrast_tests(result, n_problems=4, learned=0.0, statistic="nuclear_norm", n_boot=50)
+    assert set(got) == set(cached.TABLES) and len(got["summary"]) and len(got["matrix"])
+    for name in cached.TABLES:
+        pd.testing.assert_frame_equal(got[name], direct[name], check_dtype=False)
+    calls = []
+    monkeypatch.setattr(cached, "contrast_tables", lambda *a, **k: calls.append(a) or direct)
+    cached.contrast_tests(result, n_problems=4, learned=0.0, statistic="nuclear_norm", n_boot=50)
+    assert calls == []  # read from the store
+    cached.contrast_tests(result, n_problems=4, learned=0.5, statistic="nuclear_norm", n_boot=50)
+    assert len(calls) == 1  # another gate: computed
