@@ -87,7 +87,7 @@ _API: dict[str, list[str]] = {
     "analysis_lib.runs.executors": ["grid_executor"],
     "analysis_lib.runs.store": ["RunStore", "run_id"],
     "analysis_lib.runs.derived": ["Analysis", "derive"],
-    "analysis_lib.runs.analyses": ["cached_surfaces"],
+    "analysis_lib.runs.analyses": ["cached_surfaces", "cached_curvature"],
     # statistics
     "analysis_lib.stats.compare": ["compare_conditions", "equivalence_test"],
     "analysis_lib.stats.models": ["mixed_model", "spearman_ci"],

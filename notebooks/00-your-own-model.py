@@ -50,9 +50,9 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 # Your code, registered: a name and a version string for each factory. The version is part of every run id, so cached runs are reused only while it stays the same; change it whenever the code behind a name changes. The loss is named in the config (`mse` and `token_cross_entropy` are built in; `register_loss` adds yours). Every parameter is validated here, against the factories' signatures, before any training.
 
 # %%
-from analysis_lib import (CustomRunConfig, StudyOutputs, config_from_dict, expand_grid, format_verdict_table,
-                          grid_executor, load_module, register_dataset, register_model, registered_table,
-                          run_curvature, run_grid, run_surfaces, verdict_table)
+from analysis_lib import (CustomRunConfig, StudyOutputs, cached_curvature, cached_surfaces, config_from_dict,
+                          expand_grid, format_verdict_table, grid_executor, load_module, register_dataset,
+                          register_model, registered_table, run_grid, verdict_table)
 from analysis_lib.plots import curvature as curvature_plots, landscape as landscape_plots, stats as stat_plots
 from analysis_lib.plots import training as training_plots
 from analysis_lib.studies import your_own_model as study
@@ -125,7 +125,7 @@ out.save_figure("hover_ratio", fig)
 # **Curvature at the end of training** (seed 0, full training split): the top-k Hessian eigenvalues by Lanczos, with their residuals, and the trace of every layer's block (exact for small blocks, Hutch++ with a standard error otherwise; the method is named in each row).
 
 # %%
-eigenvalues, traces = run_curvature(result, result.run_ids(seed=seeds[0]), k=top_k)
+eigenvalues, traces = cached_curvature(result, result.run_ids(seed=seeds[0]), k=top_k)
 out.save_table("final_eigenvalues", eigenvalues)
 out.save_table("final_layer_traces", traces)
 eigenvalues.pivot_table(index="lr", columns="rank", values="eigenvalue")
@@ -137,8 +137,8 @@ traces.pivot_table(index="layer", columns="lr", values="estimate", sort=False)
 # **Loss slices around the final weights** (seed 0) along random filter-normalised directions: mean over directions with a 95% band, training and test split. A sharper minimum rises faster.
 
 # %%
-slices = run_surfaces(result, result.run_ids(seed=seeds[0]), seeds=direction_seeds, radius=slice_radius,
-                      steps=slice_points, splits=("train", "test"))
+slices = cached_surfaces(result, result.run_ids(seed=seeds[0]), seeds=direction_seeds, radius=slice_radius,
+                         steps=slice_points, splits=("train", "test"))
 out.save_table("slices", slices)
 fig = landscape_plots.plot_slices(slices, hue="lr", col="split", logy=True, loss_unit=result.loss_unit())
 out.save_figure("slices", fig)
@@ -169,7 +169,7 @@ out.save_figure("lm_grad_norm", fig)
 # **Curvature of the token-level loss at the end of training** (seed 0): top-k eigenvalues and per-layer traces.
 
 # %%
-lm_eigenvalues, lm_traces = run_curvature(lm_result, lm_result.run_ids(seed=seeds[0]), k=top_k)
+lm_eigenvalues, lm_traces = cached_curvature(lm_result, lm_result.run_ids(seed=seeds[0]), k=top_k)
 out.save_table("lm_final_eigenvalues", lm_eigenvalues)
 out.save_table("lm_final_layer_traces", lm_traces)
 lm_traces[["layer", "estimate", "se", "n_matvecs", "method"]]

@@ -55,11 +55,16 @@ class Analysis:
             small) or the callable itself; called as ``fn(runs, run_ids, **params)``.
         version: bump it when a change of the code alters what the analysis computes, so stored
             tables of the old version are not reused.
+        parts: for an analysis that returns several tables, their names: the function returns
+            ``{part: DataFrame}`` and :func:`derive` returns ``{part: table}``. Each part is its
+            own file beside the task's; the task's file, written last, lists them, so a task
+            killed between parts counts as not done.
     """
 
     name: str
     function: str | Callable
     version: int = 1
+    parts: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.name.isidentifier():
@@ -98,8 +103,9 @@ def derive(analysis: Analysis, result: GridResult, groups: Sequence[Sequence[str
         labels: insert the reading grid's condition labels after a ``run_id`` column.
 
     Returns:
-        The tasks' tables concatenated in task order; with ``labels`` and a ``run_id`` column,
-        each run's condition labels (of its config in ``result.configs``) follow ``run_id``.
+        The tasks' tables concatenated in task order (``{part: table}`` for an analysis with
+        parts); with ``labels`` and a ``run_id`` column, each run's condition labels (of its
+        config in ``result.configs``) follow ``run_id``.
 
     Raises:
         ConfigError: a group names a run that is not a complete run of ``result``, or ``params``
@@ -116,11 +122,31 @@ def derive(analysis: Analysis, result: GridResult, groups: Sequence[Sequence[str
     todo = {i: g for i, (g, path) in enumerate(zip(groups, paths)) if force or not path.exists()}
     with progress_bar(len(groups), f"{analysis.name} tasks", initial=len(groups) - len(todo), progress=progress) as bar:
         _compute(analysis, result, todo, paths, params, executor, bar)
+    if analysis.parts:
+        return {part: _read(result, [part_path(p, part) for p in paths], labels) for part in analysis.parts}
+    return _read(result, paths, labels)
+
+
+def part_path(path: Path, part: str) -> Path:
+    """The file of one part of a several-table analysis whose task file is ``path``."""
+    return path.with_name(f"{path.stem}.{part}.parquet")
+
+
+def _read(result: GridResult, paths: list[Path], labels: bool) -> pd.DataFrame:
     frames = [pd.read_parquet(path) for path in paths]
     if not frames:
         return pd.DataFrame()
     table = pd.concat(frames, ignore_index=True)
     return _labelled(table, result) if labels else table
+
+
+def _store(analysis: Analysis, path: Path, output) -> None:
+    """Write a task's output: its parts first, then the task's own file (which marks it done)."""
+    if analysis.parts:
+        for part in analysis.parts:
+            write_table_atomic(part_path(path, part), output[part])
+        output = pd.DataFrame({"part": list(analysis.parts)})
+    write_table_atomic(path, output)
 
 
 def _check(analysis: Analysis, groups: list[list[str]], params: dict, complete: set) -> None:
@@ -143,7 +169,7 @@ def _compute(analysis, result, todo: dict, paths: list[Path], params: dict, exec
     store = result.store
     if executor is None:
         for i, group in todo.items():
-            write_table_atomic(paths[i], compute_task(analysis, _task_runs(result, group), group, params))
+            _store(analysis, paths[i], compute_task(analysis, _task_runs(result, group), group, params))
             bar.update(1)
         return
     with shared_store_marker(store.root) as marker:
@@ -155,7 +181,7 @@ def _compute(analysis, result, todo: dict, paths: list[Path], params: dict, exec
                 table = fut.result()
                 if table is None:  # the worker cannot see the store: compute it here
                     table = compute_task(analysis, _task_runs(result, todo[i]), todo[i], params)
-                write_table_atomic(paths[i], table)
+                _store(analysis, paths[i], table)
                 bar.update(1)
         except BaseException:
             for fut in futures:
@@ -173,12 +199,17 @@ def _task_runs(result: GridResult, group: list[str]) -> GridResult:
     return runs
 
 
-def compute_task(analysis: Analysis, runs: GridResult, group: list[str], params: dict) -> pd.DataFrame:
-    """Run one task of ``analysis`` here."""
-    table = analysis.resolve()(runs, list(group), **params)
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"analysis {analysis.name!r} returned {type(table).__name__}, not a DataFrame")
-    return table
+def compute_task(analysis: Analysis, runs: GridResult, group: list[str], params: dict):
+    """Run one task of ``analysis`` here: its table, or ``{part: table}`` for an analysis with parts."""
+    output = analysis.resolve()(runs, list(group), **params)
+    if analysis.parts:
+        if not isinstance(output, dict) or set(output) != set(analysis.parts) or not all(
+                isinstance(t, pd.DataFrame) for t in output.values()):
+            raise TypeError(f"analysis {analysis.name!r} must return a dict of DataFrames with keys "
+                            f"{list(analysis.parts)}, not {type(output).__name__}")
+    elif not isinstance(output, pd.DataFrame):
+        raise TypeError(f"analysis {analysis.name!r} returned {type(output).__name__}, not a DataFrame")
+    return output
 
 
 def derive_task(analysis: Analysis, runs: GridResult, group: list[str], params: dict, marker: str):

@@ -80,3 +80,22 @@ def test_cached_pair_analyses_are_the_direct_ones(twin_runs):
     none = pairs.iloc[:0]
     assert cached_pair_distances(twin_runs, none).empty
     assert cached_pair_interpolations(twin_runs, none, alphas=alphas)[0].empty
+
+
+def test_cached_curvature_is_run_curvature_in_two_parts(grid):
+    from analysis_lib.curvature.final import run_curvature
+    from analysis_lib.runs.analyses import CURVATURE, cached_curvature
+    from analysis_lib.runs.derived import derived_path, part_path
+
+    params = {"k": 2, "n_matvecs": 8}
+    eigen, traces = run_curvature(grid, **params)
+    cached_eigen, cached_traces = cached_curvature(grid, **params)
+    pd.testing.assert_frame_equal(cached_eigen, eigen, check_exact=True)
+    pd.testing.assert_frame_equal(cached_traces, traces, check_exact=True)
+    rid = finished_runs(grid)[0]
+    path = derived_path(grid.store, CURVATURE, [rid], params)
+    assert path.exists() and all(part_path(path, p).exists() for p in CURVATURE.parts)
+    path.unlink()  # a task whose own file is missing (killed after its parts) is not done
+    part_path(path, "traces").write_bytes(b"not parquet")
+    again_eigen, again_traces = cached_curvature(grid, **params)
+    pd.testing.assert_frame_equal(again_traces, traces, check_exact=True)
