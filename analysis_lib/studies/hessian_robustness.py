@@ -71,21 +71,35 @@ def counts_by_rule(spectra: pd.DataFrame, n_classes: dict, rule: str) -> pd.Data
 
 def claim_rows(result, *, rule: str, bar: float, initial_phase: int, n_boot: int, bulk_quantile: float = 0.9,
                base_width: int | None = None, width_classes: int | None = None,
-               arms: Sequence[str] | None = None) -> list[dict]:
+               arms: Sequence[str] | None = None, inputs: tuple | None = None) -> list[dict]:
     """The study's verdict rows from the runs of ``result`` (only ``arms`` when given) under one setting.
 
     The bulk-width rows need ``base_width`` and ``width_classes`` (the C of the width arm) and
-    runs of more than one width; without them only claims 5 and 6 are decided.
+    runs of more than one width; without them only claims 5 and 6 are decided. ``inputs``: what
+    :func:`claim_inputs` gives for the same runs, when the caller decides several settings.
+    """
+    inputs = claim_inputs(result, arms, initial_phase=initial_phase, n_boot=n_boot) if inputs is None else inputs
+    if not inputs:
+        return []
+    spectra, overlaps = inputs
+    counts = counts_by_rule(spectra, class_counts(result), rule)
+    return (outlier_rows(counts, rule) + _width_rows(spectra, result, bulk_quantile, base_width, width_classes, n_boot)
+            + overlap_rows(overlaps, bar))
+
+
+def claim_inputs(result, arms: Sequence[str] | None = None, *, initial_phase: int, n_boot: int) -> tuple:
+    """``(spectra, overlap table)`` of the runs of ``result`` (only ``arms``), read and bootstrapped once.
+
+    Empty when the runs stored no spectrum or metrics. No setting of :func:`robust_verdict_rows`
+    but the training changes them, so its settings share them.
     """
     runs = result.runs if arms is None else result.runs[result.runs["arm"].isin(arms)]
     keep = set(runs.loc[runs["status"] != "failed", "run_id"])
     spectra, metrics = result.table("spectrum"), result.metrics
     if spectra.empty or metrics.empty:
-        return []
+        return ()
     spectra, metrics = (_labelled(d[d["run_id"].isin(keep)], result) for d in (spectra, metrics))
-    counts = counts_by_rule(spectra, class_counts(result), rule)
-    return (outlier_rows(counts, rule) + _width_rows(spectra, result, bulk_quantile, base_width, width_classes, n_boot)
-            + overlap_rows(overlap_table(metrics, initial_phase, n_boot=n_boot), bar))
+    return spectra, overlap_table(metrics, initial_phase, n_boot=n_boot)
 
 
 def _width_rows(spectra: pd.DataFrame, result, quantile: float, base_width, width_classes, n_boot: int) -> list[dict]:
@@ -128,11 +142,15 @@ def robust_verdict_rows(result, alternatives, *, protocol_arms: Sequence[str], o
     protocol = {"outlier rule": OUTLIER_RULES[0], "bulk quantile": PROTOCOL_BULK_QUANTILE, "overlap bar": overlap_bar,
                 "training": PROTOCOL_TRAINING}
 
+    inputs = {}  # training -> its runs' spectra and overlaps, shared by the settings of that training
+
     def evaluate(setting: dict) -> list[dict]:
         grid, arms = ((result, protocol_arms) if setting["training"] == PROTOCOL_TRAINING
                       else (alternatives, [setting["training"]]))
+        if setting["training"] not in inputs:
+            inputs[setting["training"]] = claim_inputs(grid, arms, initial_phase=initial_phase, n_boot=n_boot)
         return claim_rows(grid, rule=setting["outlier rule"], bar=setting["overlap bar"],
                           bulk_quantile=setting["bulk quantile"], base_width=base_width, width_classes=width_classes,
-                          initial_phase=initial_phase, n_boot=n_boot, arms=arms)
+                          initial_phase=initial_phase, n_boot=n_boot, arms=arms, inputs=inputs[setting["training"]])
 
     return decide(evaluate, choices, protocol)
