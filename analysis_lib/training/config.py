@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Mapping
 
 from ..validation import check_bool, check_choice, check_int, check_number, fail
 
-DATASETS = ("mnist1d", "digits", "gaussian_mixture")
+DATASETS = ("mnist1d", "digits", "gaussian_mixture", "xor", "sparse_parity")
 MODELS = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "tanh", "gelu")
 NORMS = ("none", "batch", "layer")
@@ -42,10 +42,15 @@ class DataConfig:
     name: str = "mnist1d"
     n_train: int = 4000
     n_test: int = 1000
-    n_classes: int = 10  # used by gaussian_mixture; mnist1d and digits have 10
-    n_features: int = 20  # used by gaussian_mixture
-    noise: float = 1.0  # gaussian_mixture: within-class standard deviation
+    n_classes: int = 10  # used by gaussian_mixture; mnist1d and digits have 10, xor and sparse_parity 2
+    n_features: int = 20  # used by gaussian_mixture, xor and sparse_parity
+    noise: float = 1.0  # gaussian_mixture, xor: within-class standard deviation
     split_seed: int = 0
+    parity_k: int = 3  # sparse_parity: the label is the parity of the first parity_k features
+
+    # Fields added after run ids were first computed, left out of the identity while at their
+    # default (see run_identity).
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("parity_k",)
 
     def __post_init__(self) -> None:
         check_choice("data.name", self.name, DATASETS)
@@ -55,6 +60,11 @@ class DataConfig:
         check_int("data.n_features", self.n_features, 1)
         check_number("data.noise", self.noise, positive=True)
         check_int("data.split_seed", self.split_seed, 0)
+        check_int("data.parity_k", self.parity_k, 1)
+        if self.name == "sparse_parity" and self.parity_k > self.n_features:
+            fail("data.parity_k", self.parity_k, f"must be <= data.n_features (= {self.n_features})")
+        if self.name == "xor" and self.n_features < 2:
+            fail("data.n_features", self.n_features, "xor needs at least 2 features")
         if self.name == "digits" and self.n_train + self.n_test > 1797:
             fail("data.n_train", self.n_train,
                  f"digits has 1797 samples, so n_train + n_test (= {self.n_train + self.n_test}) "

@@ -6,6 +6,16 @@
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, 64 features, 10 classes).
 - ``gaussian_mixture``: one isotropic Gaussian per class around random unit-norm means scaled by
   3, within-class standard deviation ``noise``.
+- ``xor``: two classes, not linearly separable: four Gaussian clusters (standard deviation
+  ``noise`` in every one of ``n_features`` dimensions) centred at (±3/√2, ±3/√2, 0, ..., 0), the
+  label the XOR of the signs of the first two coordinates; the clusters take turns, so each holds a
+  quarter of the samples (to one sample) and the labels are balanced. The other ``n_features − 2``
+  coordinates are pure noise.
+- ``sparse_parity``: two classes: inputs uniform on {−1, +1}^``n_features``, the label the parity
+  of the first ``parity_k`` coordinates (1 when an odd number of them is −1); ``noise`` is not used.
+  For ``parity_k ≥ 1`` the labels are balanced in expectation. Learning it takes about
+  ``n_features^(parity_k − 1)`` SGD steps (Barak et al., 2022, "Hidden progress in deep learning:
+  SGD learns parities near the computational limit").
 
 Features are standardised with the training split's statistics.
 """
@@ -50,6 +60,8 @@ class Dataset:
 
 def class_count(config: DataConfig) -> int:
     """Number of classes of the dataset ``config`` describes (without generating it)."""
+    if config.name in ("xor", "sparse_parity"):
+        return 2
     return config.n_classes if config.name == "gaussian_mixture" else 10
 
 
@@ -75,6 +87,10 @@ def _generate(config: DataConfig) -> tuple[np.ndarray, np.ndarray, int]:
 
         bunch = load_digits()
         return bunch.data.astype(np.float64), bunch.target, 10
+    if config.name == "xor":
+        return (*_xor(config), 2)
+    if config.name == "sparse_parity":
+        return (*_sparse_parity(config), 2)
     return (*_gaussian_mixture(config), config.n_classes)
 
 
@@ -106,10 +122,33 @@ def _gaussian_mixture(config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _xor(config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(config.split_seed)
+    n = config.n_train + config.n_test
+    cluster = rng.permutation(np.arange(n) % 4)  # quadrant 0..3, each a quarter of the samples
+    signs = np.stack([1 - 2 * (cluster % 2), 1 - 2 * (cluster // 2)], axis=1).astype(np.float64)
+    x = config.noise * rng.standard_normal((n, config.n_features))
+    x[:, :2] += signs * (3.0 / np.sqrt(2.0))
+    y = (signs[:, 0] != signs[:, 1]).astype(np.int64)  # XOR of the two signs
+    return x, y
+
+
+def _sparse_parity(config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(config.split_seed)
+    n = config.n_train + config.n_test
+    x = rng.choice(np.array([-1.0, 1.0]), size=(n, config.n_features))
+    y = ((x[:, : config.parity_k] < 0).sum(axis=1) % 2).astype(np.int64)
+    return x, y
+
+
 def _cached_arrays(config: DataConfig) -> tuple[np.ndarray, np.ndarray, int]:
     if config.name == "digits":  # already on disk inside scikit-learn
         return _generate(config)
-    key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:16]
+    fields = asdict(config)
+    for name in config.LATE_FIELDS:  # a late field at its default keeps the cache key it had before
+        if fields[name] == getattr(DataConfig, name):
+            fields.pop(name)
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     path = data_dir() / "datasets" / f"{config.name}-{key}.npz"
     if path.exists():
         with np.load(path) as f:

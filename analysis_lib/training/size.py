@@ -16,7 +16,7 @@ def mlp_size(config) -> dict:
     from .data import class_count
 
     m, d = config.model, config.data
-    features = d.n_features if d.name == "gaussian_mixture" else {"mnist1d": 40, "digits": 64}[d.name]
+    features = d.n_features if d.name not in ("mnist1d", "digits") else {"mnist1d": 40, "digits": 64}[d.name]
     classes = class_count(d)
     if m.kind == "mlp":
         n_params = features * m.width + (m.depth - 1) * m.width**2 + m.width * classes + m.depth * m.width + classes
