@@ -123,9 +123,20 @@ def spectral_statistics(grads: torch.Tensor) -> dict[str, torch.Tensor]:
     Returns:
         statistic name -> (...) values, in the dtype of ``grads``.
     """
-    s = torch.linalg.svdvals(grads)  # (..., min(m, n)), descending
+    return singular_value_statistics(torch.linalg.svdvals(grads), torch.linalg.matrix_norm(grads))
+
+
+def singular_value_statistics(s: torch.Tensor, frobenius: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The :data:`STATISTICS` from singular values already computed (one SVD shared by callers).
+
+    Args:
+        s: (..., k) singular values, descending.
+        frobenius: (...) Frobenius norms of the same matrices.
+
+    Returns:
+        statistic name -> (...) values, in the dtype of ``s``.
+    """
     nuclear, spectral = s.sum(dim=-1), s[..., 0]
-    frobenius = torch.linalg.matrix_norm(grads)
     p = s / nuclear.unsqueeze(-1)
     entropy = -torch.special.xlogy(p, p).sum(dim=-1)  # 0 log 0 = 0
     return {"nuclear_norm": nuclear, "spectral_norm": spectral, "frobenius_norm": frobenius,
