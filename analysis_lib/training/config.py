@@ -82,6 +82,13 @@ class ModelConfig:
     residual: bool = False  # MLP only: x + f(x) between equal-width hidden layers
     norm: str = "none"
     kernel_size: int = 5  # CNN only
+    # Multiplies the default initialisation of every linear and conv layer (weights and biases);
+    # small values (1e-4 ... 1e-2) give the small-initialisation regime (Min, Mallada & Vidal 2024).
+    init_scale: float = 1.0
+
+    # Fields added after run ids were first computed, left out of the identity while at their
+    # default (see run_identity).
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("init_scale",)
 
     def __post_init__(self) -> None:
         check_choice("model.kind", self.kind, MODELS)
@@ -91,6 +98,7 @@ class ModelConfig:
         check_choice("model.norm", self.norm, NORMS)
         check_int("model.kernel_size", self.kernel_size, 1)
         check_bool("model.residual", self.residual)
+        check_number("model.init_scale", self.init_scale, positive=True)
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,22 @@ class CNN1D(nn.Module):
 
 
 def build_model(config: ModelConfig, n_features: int, n_classes: int, seed: int) -> nn.Module:
-    """Construct the model with weights initialised from ``seed`` (global RNG left untouched)."""
+    """Construct the model with weights initialised from ``seed`` (global RNG left untouched).
+
+    PyTorch's default initialisation, then every weight and bias of the linear and conv layers
+    multiplied by ``config.init_scale`` (normalisation layers keep their unit gain and zero shift);
+    at the default 1.0 nothing is multiplied, so the weights are bit-identical to the unscaled
+    model's. Small scales are the small-initialisation regime of Min, Mallada & Vidal (2024),
+    "Early Neuron Alignment in Two-layer ReLU Networks with Small Initialization".
+    """
     cls = {"mlp": MLP, "cnn": CNN1D}[config.kind]
     with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return cls(n_features, n_classes, config)
+        model = cls(n_features, n_classes, config)
+    if config.init_scale != 1.0:
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, (nn.Linear, nn.Conv1d)):
+                    for param in module.parameters(recurse=False):
+                        param.mul_(config.init_scale)
+    return model
