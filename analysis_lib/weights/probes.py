@@ -1,4 +1,4 @@
-"""Probes of the weights: norms, update ratios, rotation, distance from init, stored trajectories."""
+"""Probes of the weights: norms, update ratios, rotation, distance from init, spectra, stored trajectories."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import torch
 
 from ..training.probe import Probe, ProbeContext, register
 from .movement import layer_distances, layer_rotations, layer_update_ratios, layer_weight_norms
+from .spectra import probe_spectra
 
 
 def _copy(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,6 +77,28 @@ class DistanceFromInitProbe(_FromInit):
     def after_update(self, ctx: ProbeContext) -> None:
         """Record the distance of θ(step) from θ(0)."""
         ctx.record_layers(ctx.step, "dist_init", layer_distances(ctx.params, self._initial))
+
+
+@register
+class WeightSpectraProbe(Probe):
+    """``weight_spectra``: singular-value statistics of every weight matrix (≥ 2-D parameter).
+
+    Records ``sigma_max``, ``stable_rank``, ``effective_rank``, ``condition_number``,
+    ``n_above_mp`` and, only where the KS-chosen tail holds at least 50 eigenvalues, ``alpha``
+    (the point estimate of :func:`analysis_lib.weights.powerlaw_fit.ks_fit`; its CI and
+    likelihood-ratio tests are left to :func:`analysis_lib.weights.spectra.layer_weight_spectra`),
+    all as defined in :mod:`analysis_lib.weights.spectra`, one float64 SVD per matrix per probed
+    step. The row's layer is the owning module (``fc1``); a tensor not named ``weight`` gets its
+    name as a metric suffix (``sigma_max.in_proj_weight``). A non-finite matrix records NaN.
+    """
+
+    name = "weight_spectra"
+    order = 43
+
+    def after_update(self, ctx: ProbeContext) -> None:
+        """Record the spectra of θ(step)."""
+        for layer, metric, value in probe_spectra(ctx.params):
+            ctx.record(ctx.step, layer, metric, value)
 
 
 @register
