@@ -166,7 +166,8 @@ def train_lm(config: LMRunConfig) -> TrainResult:
     objective = AdditionObjective(pool, _eval_sets(train_set, test_set, config.probes.eval_problems, device))
 
     def optimizer(lr: float):
-        return lambda m: make_optimizer(m, tc.optimizer, lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+        return lambda m: make_optimizer(m, tc.optimizer, lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
+                                        sam_rho=tc.sam_rho, sam_adaptive=tc.sam_adaptive)
 
     final = tc.final_lr_fraction if tc.decay == "cosine" else 1.0
     phases = [

@@ -59,14 +59,16 @@ def train_one_phase(config, model: nn.Module, objective, n_train: int) -> TrainR
     Shared by every family trained in one stage (MLP / CNN, your own model): ``train.optimizer``
     with linear warm-up over ``train.warmup_steps``, mini-batches of ``train.batch_size`` of the
     ``n_train`` training samples (0: full batch) in an order drawn from the seed's own stream,
-    the probes of ``config.probes``, and the butterfly perturbation of ``train.perturb_*``.
+    the probes of ``config.probes``, the butterfly perturbation of ``train.perturb_*``, and SAM
+    around the optimiser where ``train.sam_rho > 0``.
     """
     tc = config.train
     model.train()
     phase = Phase(
         "train", tc.steps,
         optimizer=lambda m: make_optimizer(m, tc.optimizer, tc.lr, momentum=tc.momentum,
-                                           weight_decay=tc.weight_decay),
+                                           weight_decay=tc.weight_decay, sam_rho=tc.sam_rho,
+                                           sam_adaptive=tc.sam_adaptive),
         lr_at=warmup_cosine(tc.lr, tc.warmup_steps, tc.steps),
         batches=batches(n_train, tc.batch_size, order_seed(config.seed), torch.device(tc.device)),
         probe_steps=set(probe_steps(config.probes, tc.steps)) - {0})

@@ -119,6 +119,14 @@ class TrainConfig:
     perturb_step: int = 0
     perturb_scale: float = 0.0
     perturb_seed: int = 0
+    # SAM around ``optimizer`` with this ρ (0 = the base optimiser alone); ASAM's scaled step with
+    # ``sam_adaptive`` (analysis_lib.training.sam).
+    sam_rho: float = 0.0
+    sam_adaptive: bool = False
+
+    # Fields added after run ids were first computed, left out of the identity while at their
+    # default (see run_identity), so runs stored before them keep their ids.
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("sam_rho", "sam_adaptive")
 
     def __post_init__(self) -> None:
         check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
@@ -133,6 +141,10 @@ class TrainConfig:
         check_int("train.perturb_step", self.perturb_step, 0)
         check_number("train.perturb_scale", self.perturb_scale, lo=0.0)
         check_int("train.perturb_seed", self.perturb_seed, 0)
+        check_number("train.sam_rho", self.sam_rho, lo=0.0)
+        check_bool("train.sam_adaptive", self.sam_adaptive)
+        if self.sam_adaptive and self.sam_rho == 0:
+            fail("train.sam_adaptive", self.sam_adaptive, "needs train.sam_rho > 0 (adaptive SAM with ρ = 0 is no SAM)")
         if self.perturb_step > self.steps:
             fail("train.perturb_step", self.perturb_step,
                  f"must be <= train.steps (= {self.steps}), the number of updates")

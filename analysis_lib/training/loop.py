@@ -11,6 +11,12 @@ computed at θ(t−1)). ``batch_loss`` is the mini-batch loss of every update, r
 it produced. A non-finite mini-batch loss stops the run as ``diverged`` at that step, keeping
 what was recorded and the checkpoints of the phases that finished.
 
+With SAM (``train.sam_rho > 0``, :mod:`analysis_lib.training.sam`) each update takes a second
+forward and backward pass on the same batch at θ + ε, inside the optimiser's step: ``batch_loss``
+is the loss at θ, and probes see only the first pass (their ``capture`` hooks and
+``after_backward`` read the gradient at θ; ``after_update`` runs after θ was restored and
+updated, with ``.grad`` holding the gradient at θ + ε).
+
 Probes never perturb training (they draw no random numbers from the training streams and leave
 weights, gradients and modes as they were), so a run with and without probes from the same seed
 has identical loss curves (``tests/training/test_loop.py`` checks it).
@@ -30,6 +36,7 @@ from torch import nn
 
 from .objective import Objective
 from .probe import Probe, ProbeContext
+from .sam import SAM
 
 TIDY_COLUMNS = ["step", "layer", "metric", "value"]
 
@@ -88,16 +95,23 @@ class Recorder:
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, *, momentum: float = 0.0,
-                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """``torch.optim`` SGD (with momentum), Adam or AdamW over the model's parameters."""
+                   weight_decay: float = 0.0, sam_rho: float = 0.0,
+                   sam_adaptive: bool = False) -> torch.optim.Optimizer:
+    """``torch.optim`` SGD (with momentum), Adam or AdamW over the model's parameters.
+
+    With ``sam_rho > 0`` wrapped in :class:`~analysis_lib.training.sam.SAM` (ASAM with
+    ``sam_adaptive``); 0 returns the base optimiser itself.
+    """
     params = model.parameters()
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"invalid argument name={name!r}: must be 'sgd', 'adam' or 'adamw'")
+        base = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    elif name == "adam":
+        base = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif name == "adamw":
+        base = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"invalid argument name={name!r}: must be 'sgd', 'adam' or 'adamw'")
+    return SAM(base, sam_rho, adaptive=sam_adaptive) if sam_rho > 0 else base
 
 
 class _Timer:
@@ -200,10 +214,28 @@ def _run_phase(model, objective, phase: Phase, offset: int, total: int, probes, 
         if probing:
             with timer():
                 _call(probes, "after_backward", ctx)
-        opt.step()
+        if isinstance(opt, SAM):
+            opt.step(lambda: _second_pass(model, objective, batch))
+        else:
+            opt.step()
         if step in interventions:
             interventions[step](ctx.params)
         if probing:
             with timer():
                 _observe(probes, ctx)
     return None
+
+
+def _second_pass(model: nn.Module, objective: Objective, batch) -> torch.Tensor:
+    """SAM's closure: the loss of the same batch at θ + ε, backpropagated; buffers left as the first pass left them.
+
+    BatchNorm's running statistics are updated once per step, by the forward pass at θ: the
+    second pass's update (at the perturbed weights) is undone.
+    """
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    loss = objective.loss(model, batch)
+    loss.backward()
+    with torch.no_grad():
+        for b, value in buffers:
+            b.copy_(value)
+    return loss
