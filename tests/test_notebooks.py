@@ -61,6 +61,10 @@ EXPECTED = {
                     "correctness_rates", "explained_variance", "trajectory_projections", "sensitivity"],
         "tables": ["perturbation_time_tests", "matching_tests"],
     },
+    "09-sharpness-and-generalisation": {
+        "figures": ["test_error", "measures", "differences", "kendall", "measure_vs_error", "sensitivity"],
+        "tables": ["difference_tests", "kendall_tests"],
+    },
 }
 
 pytestmark = pytest.mark.notebook
@@ -167,6 +171,9 @@ BAD_PARAMETERS = [
     ("04-edge-of-stability", {"sgd_lr": 0.7}, "sgd_lr"),
     ("05-loss-landscape", {"small_batch": 7}, "small_batch"),
     ("06-run-to-run-variance", {"twin_seeds": [9]}, "twin_seeds"),
+    ("09-sharpness-and-generalisation", {"verdict_rho": 0.2}, "verdict_rho"),
+    ("09-sharpness-and-generalisation", {"scenarios": {"parity": {"name": "sparse_parity", "parity_k": 30}}},
+     "data.parity_k"),
 ]
 
 
