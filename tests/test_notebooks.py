@@ -65,6 +65,11 @@ EXPECTED = {
         "figures": ["test_error", "measures", "differences", "kendall", "measure_vs_error", "sensitivity"],
         "tables": ["difference_tests", "kendall_tests"],
     },
+    "10-weights-and-phases": {
+        "figures": ["alignment_over_training", "loss_over_training", "stable_rank_over_training",
+                    "alignment_time_scaling", "sensitivity"],
+        "tables": ["stable_rank_tests"],
+    },
 }
 
 pytestmark = pytest.mark.notebook
@@ -174,6 +179,9 @@ BAD_PARAMETERS = [
     ("09-sharpness-and-generalisation", {"verdict_rho": 0.2}, "verdict_rho"),
     ("09-sharpness-and-generalisation", {"scenarios": {"parity": {"name": "sparse_parity", "parity_k": 30}}},
      "data.parity_k"),
+    ("10-weights-and-phases", {"fraction": 0.6}, "fraction"),
+    ("10-weights-and-phases", {"arms": {"scales": {"model.init_scale": [0.001, 1.0]},
+                                        "sweep": {"data.noise": [0.05, 0.4]}}}, "data.noise"),
 ]
 
 

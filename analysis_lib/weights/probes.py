@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..layers import layer_of
 from ..training.probe import Probe, ProbeContext, register
+from ..validation import fail
+from .alignment import alignment_summary, class_means, neuron_alignment
 from .movement import layer_distances, layer_rotations, layer_update_ratios, layer_weight_norms
 from .spectra import probe_spectra
 
@@ -99,6 +102,45 @@ class WeightSpectraProbe(Probe):
         """Record the spectra of θ(step)."""
         for layer, metric, value in probe_spectra(ctx.params):
             ctx.record(ctx.step, layer, metric, value)
+
+
+@register
+class NeuronAlignmentProbe(Probe):
+    """``neuron_alignment``: first-layer neurons against the class means of binary training inputs.
+
+    For the first weight matrix whose rows are as long as the inputs (the MLP's ``fc1.weight``),
+    each neuron's cos(w_j, x̄₊) and cos(w_j, x̄₋), x̄₊ and x̄₋ the means of the class-1 and class-0
+    inputs of all training samples (:mod:`analysis_lib.weights.alignment`, Min, Mallada & Vidal
+    2024), summarised under that layer (``fc1``) in float64 by
+    :func:`~analysis_lib.weights.alignment.alignment_summary`: ``alignment_mean``,
+    ``aligned_fraction`` (max cosine ≥ 0.9), ``aligned_positive`` and the levels
+    ``alignment_f50``, ``alignment_f75``, ``alignment_f90``, ``alignment_f100``. Refused at the
+    start of training (ConfigError) unless the labels are binary and such a matrix exists.
+    """
+
+    name = "neuron_alignment"
+    order = 44
+    needs = frozenset({"curvature"})
+
+    def start(self, ctx: ProbeContext) -> None:
+        """Find the first layer and compute the class means once (the data do not change)."""
+        _, x, y = ctx.objective.curvature_problem(0)
+        if not (torch.is_tensor(x) and x.dim() == 2 and torch.is_tensor(y) and set(torch.unique(y).tolist()) == {0, 1}):
+            fail("probes.names", list(self.config.names),
+                 "probe 'neuron_alignment' needs flat inputs (n, d) and binary labels 0 and 1")
+        matches = [n for n, p in ctx.params.items() if p.dim() == 2 and p.shape[1] == x.shape[1]]
+        if not matches:
+            fail("probes.names", list(self.config.names),
+                 f"probe 'neuron_alignment' needs a first-layer weight matrix with {x.shape[1]} inputs")
+        self._name = matches[0]
+        self._positive, self._negative = class_means(x.detach().double(), y)
+
+    def after_update(self, ctx: ProbeContext) -> None:
+        """Record the alignment summary of θ(step)'s first layer."""
+        weight = ctx.params[self._name].detach().double()
+        summary = alignment_summary(*neuron_alignment(weight, self._positive, self._negative))
+        for metric, value in summary.items():
+            ctx.record(ctx.step, layer_of(self._name), metric, value)
 
 
 @register

@@ -1,0 +1,185 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: analysis-lib (.venv)
+#     language: python
+#     name: analysis-lib
+# ---
+
+# %% [markdown]
+# # Weights and the phases of training
+#
+# With small initialisation and well-separated binary data, do the first-layer neurons of a two-layer ReLU network align early with the positive or the negative data, within a time growing like log n/√μ (Min, Mallada & Vidal, ICLR 2024); does the loss then fall like 1/t, and does the first layer end approximately low-rank?
+#
+# Two Gaussian clusters (`gaussian_mixture` with two classes, within-class noise `data.noise`, features standardised on the training split), a two-layer ReLU MLP (`model.depth` 1) with every layer's default initialisation multiplied by `model.init_scale`, full-batch gradient descent on the mean cross-entropy. The separation μ is the paper's: the smallest cosine between label-signed training inputs, min_{i,j} ⟨ỹ_i x_i, ỹ_j x_j⟩/(‖x_i‖‖x_j‖), computed on the data the runs see. Neuron j's alignment is max(cos(w_j, x̄₊), cos(w_j, x̄₋)), x̄₊ and x̄₋ the means of the class-1 and class-0 training inputs (`neuron_alignment` probe); the first layer's stable rank ‖W‖_F²/‖W‖_2² comes from the `weight_spectra` probe. Protocol fixed in advance: a run *aligns* at the first probe where a `fraction` of the neurons is at max cos ≥ `threshold`, *early* when the train loss is then still ≥ `early_loss`·L(0); times are gradient-flow times η·step; the loss *falls at the rate 1/t or faster* (the paper's O(1/t)) when the CI of the log-log slope over the steps ≥ `tail`·T lies at or below −1 + `slope_margin` (the slope is reported: −1 is exactly 1/t); the first layer is *low-rank* when the CI of its final stable rank lies below `low_rank`. Claim 18 of `docs/claims.md` (published as `claims.html` beside this report).
+#
+# Render: `papermill notebooks/10-weights-and-phases.ipynb out.ipynb -f notebooks/params/10-weights-and-phases/default.yaml` (or `make report`).
+
+# %% tags=["parameters"]
+# In-notebook values equal notebooks/params/10-weights-and-phases/smoke.yaml; the report uses default.yaml.
+seeds: list = [0, 1]  # replicate seeds; a seed fixes the initial weights in every arm
+data: dict = {"name": "gaussian_mixture", "n_classes": 2, "n_features": 20, "noise": 0.05, "n_train": 200,
+              "n_test": 100}  # DataConfig: two separated Gaussian clusters
+model: dict = {"kind": "mlp", "depth": 1, "width": 20, "activation": "relu", "init_scale": 0.001}  # ModelConfig
+train: dict = {"optimizer": "sgd", "lr": 0.05, "batch_size": 0, "steps": 1000}  # TrainConfig: full-batch GD
+probes: dict = {"names": ["eval", "neuron_alignment", "weight_spectra"], "schedule": "log", "points": 30}  # ProbeConfig
+arms: dict = {  # named arms: dotted config keys -> lists of values
+    "scales": {"model.init_scale": [0.001, 1.0]},  # claim 18 over init scales (the reference among them)
+    "sweep": {"data.n_train": [50, 200], "data.noise": [0.05, 0.1]},  # time to alignment against n and μ
+}
+reference_scale: float = 1.0  # the default initialisation the small scales are compared with
+threshold: float = 0.9  # a neuron is aligned when max(cos(w, x̄₊), cos(w, x̄₋)) reaches this
+fraction: float = 0.75  # a run is aligned when this fraction of neurons is (0.5, 0.75, 0.9 or 1.0)
+early_loss: float = 0.9  # alignment is early when the train loss is still at least early_loss * L(0)
+tail: float = 0.1  # the 1/t fit uses the probes from step tail * T on (T the last step)
+slope_margin: float = 0.25  # the loss falls as fast as 1/t when the slope's CI lies below -1 + margin
+low_rank: float = 2.0  # the first layer is low-rank when the CI of its final stable rank lies below this
+n_boot: int = 200  # bootstrap resamples for every confidence interval
+workers: int = 1  # 1 means in-process; N means a Dask LocalCluster of N one-thread processes
+scheduler: str = ""  # empty: this machine; "tcp://host:8786": an existing Dask cluster; "slurm" or "pbs": dask-jobqueue
+output_dir: str = ""  # folder for tables, figures and summary.json; empty means data/studies/10-weights-and-phases
+
+# %% [markdown]
+# Derived configuration: every parameter is validated here, before any training (generating the data to compute μ trains nothing).
+
+# %%
+import pandas as pd
+
+from analysis_lib import (StudyOutputs, expand_grid, format_test_table, format_verdict_table, grid_executor, mean_ci,
+                          run_grid, verdict_table)
+from analysis_lib.plots import alignment as alignment_plots, stats as stat_plots
+from analysis_lib.studies import weights_and_phases as study
+
+configs = expand_grid({"data": data, "model": model, "train": train, "probes": probes}, arms, seeds)
+separation = study.check_parameters(configs, arms, threshold=threshold, fraction=fraction, early_loss=early_loss,
+                                    tail=tail, slope_margin=slope_margin, low_rank=low_rank,
+                                    reference_scale=reference_scale, n_boot=n_boot)
+init_scales = sorted({c.model.init_scale for c in configs if c.label("arm") == "scales"})
+out = StudyOutputs("10-weights-and-phases", output_dir)
+print(f"{len(configs)} runs: {len(arms)} arms x their conditions x {len(seeds)} seeds")
+
+# %% [markdown]
+# **The datasets and their separation μ** (training split as the runs see it): log n/√μ is the claim's scale of the time to alignment.
+
+# %%
+out.save_table("separation", separation)
+separation
+
+# %% [markdown]
+# Train (or reuse from the run store) every run. Runs whose loss became non-finite are listed as `diverged` and kept; only finished runs enter the analysis.
+
+# %%
+with grid_executor(workers, scheduler) as executor:
+    result = run_grid(configs, executor=executor)
+finished = result.runs.loc[result.runs["status"] == "finished", "run_id"]
+metrics = result.metrics[result.metrics["run_id"].isin(finished)]
+learning_rates = result.parameter("train.lr")
+result.runs.groupby(["arm", "init_scale", "n_train", "noise", "status"]).size().rename("runs").reset_index()
+
+# %%
+protocol = {"threshold": threshold, "fraction": fraction, "early_loss": early_loss, "tail": tail}
+summary = study.alignment_table(metrics, learning_rates, **protocol)
+scale_curves = metrics[metrics["arm"] == "scales"]
+
+# %% [markdown]
+# **Mean alignment of the first-layer neurons over training, one panel per init scale** (one line per seed; mean over neurons of max(cos(w_j, x̄₊), cos(w_j, x̄₋)); symmetric-log step axis). Look for the rise to near 1 under small init, and its absence at the reference scale.
+
+# %%
+fig = alignment_plots.plot_runs_over_training(scale_curves, "alignment_mean", col="init_scale", layer=study.LAYER,
+                                              ylabel="mean max cos(w_j, x̄±)")
+out.save_figure("alignment_over_training", fig)
+
+# %% [markdown]
+# **Training loss over training, one panel per init scale** (log-log). Under small init it stays at L(0) = ln 2 while the neurons align, then falls; a 1/t decay is a straight line of slope −1, a faster one steeper.
+
+# %%
+fig = alignment_plots.plot_runs_over_training(scale_curves, "train_loss", col="init_scale", logy=True,
+                                              loss_unit=result.loss_unit())
+out.save_figure("loss_over_training", fig)
+
+# %% [markdown]
+# **Stable rank ‖W‖_F²/‖W‖_2² of the first layer over training, one panel per init scale** (`weight_spectra` probe). Low-rank means near 1–2, against at most min(width, features).
+
+# %%
+fig = alignment_plots.plot_runs_over_training(scale_curves, "stable_rank", col="init_scale", layer=study.LAYER,
+                                              ylabel="stable rank of fc1")
+out.save_figure("stable_rank_over_training", fig)
+
+# %% [markdown]
+# **Per init scale** (mean over seeds, 95% bootstrap CI): share of runs aligned, time to alignment (η·steps), whether it was early, the loss there relative to L(0), the log-log slope of the loss at the end, the final stable rank of the first layer and the final mean alignment.
+
+# %%
+scale_summary = mean_ci(summary[summary["arm"] == "scales"], ["init_scale", "metric"], n_boot=n_boot)
+out.save_table("scale_summary", scale_summary)
+scale_summary.pivot(index="metric", columns="init_scale", values="mean")
+
+# %% [markdown]
+# **Final stable rank of the first layer, each small init scale minus the reference**, paired by seed.
+
+# %%
+rank_tests = study.stable_rank_tests(summary, reference_scale=reference_scale, n_boot=n_boot)
+out.save_table("stable_rank_tests", rank_tests)
+format_test_table(rank_tests) if len(rank_tests) else rank_tests
+
+# %% [markdown]
+# **Time to alignment against log n/√μ** across the sweep (one point per run, coloured by the noise; red: least-squares fit, CI of the slope by resampling seeds). The claim bounds the time by a multiple of log n/√μ.
+
+# %%
+scaling = study.scaling_fit(summary, separation, n_boot=n_boot)
+times = summary[(summary["arm"] == "sweep") & (summary["metric"] == "align_time")].merge(separation,
+                                                                                        on=["n_train", "noise"])
+fig = alignment_plots.plot_time_against(times, x="log_n_over_sqrt_mu", hue="noise", slope=scaling["slope"],
+                                        intercept=scaling["intercept"], xlabel="log n / √μ",
+                                        ylabel="time to alignment (η·steps)")
+out.save_figure("alignment_time_scaling", fig)
+pd.DataFrame([scaling])
+
+# %% [markdown]
+# ## How much do the claim-18 verdicts hang on our choices?
+#
+# The same runs re-read under other choices, one at a time: when a neuron counts as aligned (`threshold`), how many must be (`fraction`), what counts as early (`early_loss`), where the 1/t fit starts (`tail`), how close to −1 its slope must be (`slope_margin`) and what counts as low rank (`low_rank`). The verdict table below says, for each "no" or "partly", whether it is robust or conditional.
+
+# %%
+alignment_rows, alignment_sensitivity = study.robust_verdict_rows(
+    metrics, learning_rates, separation, rank_tests, init_scales=init_scales, threshold=threshold, fraction=fraction,
+    early_loss=early_loss, tail=tail, slope_margin=slope_margin, low_rank=low_rank, reference_scale=reference_scale,
+    n_boot=n_boot)
+
+# %% [markdown]
+# ## Drift then diffusion (claim 19)
+#
+# The claim-19 cells go here, before the verdict: they set `phase_rows` (from `drift_diffusion.verdict_rows(...)`) and `phase_sensitivity` (a sensitivity table with the same columns, or None).
+
+# %%
+phase_rows: list = []  # claim 19: drift_diffusion.verdict_rows(...)
+phase_sensitivity = None  # claim 19: its sensitivity table, or None
+phase_runs: dict = {}  # claim 19: the status counts of its own run grid, if it has one
+
+# %% [markdown]
+# ## Robustness of every verdict
+#
+# Each claim's verdict under the protocol and under each alternative choice (one at a time).
+
+# %%
+sensitivity = pd.concat([t for t in (alignment_sensitivity, phase_sensitivity) if t is not None], ignore_index=True)
+out.save_table("sensitivity", sensitivity)
+fig = stat_plots.plot_outcome_grid(sensitivity)
+out.save_figure("sensitivity", fig)
+
+# %% [markdown]
+# ## Verdict
+#
+# Rules fixed in advance: early alignment when every run at a small init scale aligns while the loss is still near L(0); the scaling when the CI of the slope of the time to alignment on log n/√μ lies above 0; 1/t (the paper's O(1/t) rate) when the CI of the late log-log slope of the loss lies at or below −1 + `slope_margin`; low rank when the CI of the final stable rank lies below `low_rank`, and lower than at the reference scale by the paired difference's CI.
+
+# %%
+verdict_rows = alignment_rows + phase_rows
+runs = {k: v + phase_runs.get(k, 0) for k, v in result.status_counts().items()}
+verdict = verdict_table(verdict_rows, runs=runs)
+out.save_table("verdict", verdict)
+out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=runs,
+                 params={"seeds": seeds, "arms": arms, "data": data, "model": model, "train": train})
+format_verdict_table(verdict)
