@@ -62,8 +62,9 @@ EXPECTED = {
         "tables": ["perturbation_time_tests", "matching_tests"],
     },
     "09-sharpness-and-generalisation": {
-        "figures": ["test_error", "measures", "differences", "kendall", "measure_vs_error", "sensitivity"],
-        "tables": ["difference_tests", "kendall_tests"],
+        "figures": ["test_error", "measures", "differences", "kendall", "measure_vs_error", "shift_criteria",
+                    "sensitivity"],
+        "tables": ["difference_tests", "kendall_tests", "shift_tests"],
     },
     "10-weights-and-phases": {
         "figures": ["alignment_over_training", "loss_over_training", "stable_rank_over_training",

@@ -3,7 +3,8 @@
 The rule "flatness and generalisation come apart" on every combination that decides it; verdict rows read off a
 hand-made test table; SAM − SGD differences against scipy's paired t-test and a hand-written Holm adjustment per
 family; measure tables pick the measuring radius; per-seed differences by hand; the cached battery equals
-sharpness_battery on the stored final weights; parameter checks name the parameter.
+sharpness_battery on the stored final weights; claim 8's rule on a hand-made table, its per-run changes by hand, re
+against the exact Hessian's eigenvalues (float64) and the shifted accuracy; parameter checks name the parameter.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from analysis_lib.runs.execute import run_grid
 from analysis_lib.stats.results import RESULT_COLUMNS, result_table
 from analysis_lib.studies import sharpness_generalisation as study
 from analysis_lib.studies.sharpness_generalisation import measures as measures_mod
-from analysis_lib.studies.sharpness_generalisation import verdicts
+from analysis_lib.studies.sharpness_generalisation import shift, verdicts
 from analysis_lib.training.problem import final_models
 from analysis_lib.validation import ConfigError
 
@@ -178,3 +179,72 @@ def test_grid_and_architecture_checks():
             study.build_configs(BASE, bad, [0.05], [0])
     with pytest.raises(ConfigError, match="sam_rhos"):
         study.build_configs(BASE, SCENARIOS, [0.05, -0.1], [0])
+
+
+def _shift_row(scenario: str, criterion: str, low: float, high: float) -> dict:
+    return dict(metric=criterion, layer="model", contrast=f"τ({criterion}, test_acc) [scenario={scenario}]",
+                estimate=(low + high) / 2, ci_low=low, ci_high=high, effect_size=np.nan, statistic=np.nan,
+                pvalue=0.01, p_adj=0.01, method="Kendall", n=9)
+
+
+def test_shift_rows_follow_the_rule():
+    tests = result_table([_shift_row("a", "re", 0.1, 0.7), _shift_row("a", "Kh_0.5", -0.15, 0.1),
+                          _shift_row("b", "re", -0.6, -0.05), _shift_row("b", "Kh_0.5", -0.3, 0.5)])
+    rows = {r["claim"]: r for r in shift.shift_rows(tests, ["a", "b", "c"], tau_margin=0.2, shift_noise=0.5)}
+    got = {claim.split(" tracks")[0].split("in ")[-1] + claim[-3:]: r["reproduced"] for claim, r in rows.items()}
+    assert got == {"re[a]": "yes", "Kh_0.5[a]": "no", "re[b]": "yes", "Kh_0.5[b]": "inconclusive",
+                   "re[c]": "not tested", "Kh_0.5[c]": "not tested"}
+
+
+def test_shift_changes_by_hand():
+    rows = [{"run_id": "r", "arm": "xor", "sam_rho": 0.0, "seed": 0, "split": split, "metric": m, "value": v}
+            for split, values in (("original", (0.1, 0.2, 0.9)), ("shifted", (0.3, 0.25, 0.7)))
+            for m, v in zip(("re", "Kh_0.5", "test_acc"), values)]
+    changes = shift.shift_changes(pd.DataFrame(rows)).iloc[0]
+    assert changes["re"] == pytest.approx(0.2) and changes["Kh_0.5"] == pytest.approx(0.05)
+    assert changes["test_acc"] == pytest.approx(-0.2) and changes["scenario"] == "xor"
+
+
+def test_criteria_task_against_the_exact_hessian(store_root):
+    import torch
+
+    base = {**BASE, "train": {**BASE["train"], "dtype": "float64"}}
+    result = run_grid(study.build_configs(base, {"xor": SCENARIOS["xor"]}, [0.05], [0]), store_root=store_root,
+                      progress=False)
+    rid, _, model, problem = next(iter(final_models(result)))
+    dim = sum(p.numel() for p in model.parameters())
+    table = shift.criteria_task(result, [rid], shift_noise=0.5, samples=20, n_probes=1, slq_steps=dim).set_index(
+        ["split", "metric"])["value"]
+    x, y = problem.splits["test"]
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(theta, inputs):
+        params, i = {}, 0
+        for name, shape in zip(names, shapes):
+            params[name] = theta[i:i + shape.numel()].reshape(shape)
+            i += shape.numel()
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(model, params, (inputs[:20],)), y[:20])
+
+    for split, inputs in (("original", x), ("shifted", shift.shifted_inputs(x, 0.5, 0))):
+        eig = torch.linalg.eigvalsh(torch.autograd.functional.hessian(lambda t: loss(t, inputs), flat)).numpy()
+        assert table[split, "re"] == pytest.approx(abs(eig.min() / eig.max()), rel=1e-6)
+        with torch.no_grad():
+            acc = (model(inputs).argmax(1) == y).double().mean().item()
+        assert table[split, "test_acc"] == pytest.approx(acc)
+    assert not np.isclose(table["original", "re"], table["shifted", "re"])
+
+
+@pytest.mark.parametrize("overrides, name", [
+    ({"shift_noise": 0.0}, "shift_noise"), ({"shift_alternatives": [-1.0]}, "shift_alternatives"),
+    ({"criteria_samples": 31}, "criteria_samples"), ({"slq_steps": 1}, "slq_steps"),
+    ({"tau_margin": 1.0}, "tau_margin"),
+])
+def test_bad_shift_parameters_are_named(overrides, name):
+    configs = study.build_configs(BASE, SCENARIOS, [0.05], [0])
+    kwargs = dict(shift_noise=0.5, shift_alternatives=[1.0], criteria_samples=30, slq_probes=2, slq_steps=10,
+                  tau_margin=0.2)
+    study.check_shift_parameters(configs, **kwargs)
+    with pytest.raises(ConfigError, match=name):
+        study.check_shift_parameters(configs, **{**kwargs, **overrides})

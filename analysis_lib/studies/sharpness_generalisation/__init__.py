@@ -39,10 +39,15 @@ more?).
 ``sam_rhos``), the radius the sharpness measures use (``measure_rho``, the others of
 ``measure_rhos``) and the training subset they are taken on (``measure_samples``, alternatives
 ``sample_alternatives``; 0 = the whole training set).
+
+**Claim 8** (:mod:`.shift`): the same trained models under an input shift (their test inputs plus
+Gaussian noise); the change of the Hessian criteria re and Kh_0.5 against the change in accuracy,
+Kendall τ over a scenario's runs with a bootstrap CI; the noise size is a further free choice.
 """
 
 from .measures import BATTERY, measure_table, run_measures
 from .protocol import QUESTION, SOURCE, TITLE, build_configs, check_parameters, measure_names
+from .shift import check_shift_parameters, run_shift, shift_changes, shift_tests
 from .verdicts import (
                        ALTERNATIVE_CHOICES,
                        difference_tests,
@@ -54,5 +59,6 @@ from .verdicts import (
 )
 
 __all__ = ["ALTERNATIVE_CHOICES", "BATTERY", "QUESTION", "SOURCE", "TITLE", "build_configs", "check_parameters",
-           "difference_tests", "granulated_tests", "kendall_tests", "measure_names", "measure_table",
-           "robust_verdict_rows", "run_measures", "tracking_tests", "verdict_rows"]
+           "check_shift_parameters", "difference_tests", "granulated_tests", "kendall_tests", "measure_names",
+           "measure_table", "robust_verdict_rows", "run_measures", "run_shift", "shift_changes", "shift_tests",
+           "tracking_tests", "verdict_rows"]

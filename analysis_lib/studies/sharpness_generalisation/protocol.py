@@ -9,7 +9,8 @@ from ...validation import check_int, check_number, check_subset, fail
 
 TITLE = "Sharpness and generalisation under SAM"
 QUESTION = ("On two-layer ReLU networks, does SAM generalise better than SGD, does it reach flatter solutions by "
-            "every sharpness measure, and does the gain track the flattening, scenario by scenario?")
+            "every sharpness measure, and does the gain track the flattening, scenario by scenario? Under an input "
+            "shift, do the Hessian criteria re and Kh track the change in accuracy?")
 SOURCE = "Wen, Li & Ma 2023 (claim 16)"
 REQUIRED_PROBES = ("eval", "weights")  # test accuracy, and the final weights the measures are taken at
 

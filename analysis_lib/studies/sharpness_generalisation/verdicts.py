@@ -13,6 +13,7 @@ from ...stats.verdicts import NO_POWER, NOT_TESTED, verdict_row
 from ..sensitivity import decide
 from .measures import measure_table, wide_table
 from .protocol import SOURCE, measure_names
+from .shift import shift_changes, shift_rows, shift_tests
 
 SGD = "SGD"
 ALTERNATIVE_CHOICES = ("verdict_rho", "measure_rho", "measure_samples")  # the free choices (module docstring)
@@ -165,7 +166,9 @@ def verdict_rows(tests: pd.DataFrame, scenarios: Sequence[str], *, sam_rho: floa
 def robust_verdict_rows(batteries: Mapping[int, pd.DataFrame], errors: pd.DataFrame, runs: pd.DataFrame, *,
                         scenarios: Sequence[str], verdict_rho: float, sam_rhos: Sequence[float], measure_rho: float,
                         measure_rhos: Sequence[float], measure_samples: int, sample_alternatives: Sequence[int],
-                        ascent_steps: int, n_boot: int) -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
+                        ascent_steps: int, n_boot: int, shift_tables: Mapping[float, pd.DataFrame] | None = None,
+                        shift_noise: float = 0.0, tau_margin: float = 0.2) -> tuple[list[dict], pd.DataFrame,
+                                                                                      pd.DataFrame]:
     """:func:`verdict_rows` under the protocol with robustness, the sensitivity table, the protocol's tests.
 
     Returns the verdict rows (each no / partly with its robustness), the sensitivity table, and
@@ -174,7 +177,9 @@ def robust_verdict_rows(batteries: Mapping[int, pd.DataFrame], errors: pd.DataFr
     The free choices (:data:`ALTERNATIVE_CHOICES`) re-read the same runs: the SAM radius compared
     (every one of ``sam_rhos``), the measuring radius (every one of ``measure_rhos``) and the
     training subset of the measures (``measure_samples`` and ``sample_alternatives``; batteries
-    taken by :func:`~analysis_lib.studies.sharpness_generalisation.measures.run_measures`).
+    taken by :func:`~analysis_lib.studies.sharpness_generalisation.measures.run_measures`). With
+    ``shift_tables`` (input-noise size -> :func:`~.shift.run_shift`'s table) the claim-8 rows of
+    :mod:`.shift` follow, and the input noise is a further choice (every size in ``shift_tables``).
     """
     cache: dict[tuple, pd.DataFrame] = {}
 
@@ -184,14 +189,26 @@ def robust_verdict_rows(batteries: Mapping[int, pd.DataFrame], errors: pd.DataFr
             cache[rho, samples] = difference_tests(table, n_boot=n_boot)
         return cache[rho, samples]
 
+    def shift_for(noise: float) -> pd.DataFrame:
+        if ("shift", noise) not in cache:
+            cache["shift", noise] = shift_tests(shift_changes(shift_tables[noise]), n_boot=n_boot)
+        return cache["shift", noise]
+
     def evaluate(setting: dict) -> list[dict]:
-        return verdict_rows(tests_for(setting["measure_rho"], setting["measure_samples"]), scenarios,
+        rows = verdict_rows(tests_for(setting["measure_rho"], setting["measure_samples"]), scenarios,
                             sam_rho=setting["verdict_rho"], measure_rho=setting["measure_rho"],
                             samples=setting["measure_samples"], ascent_steps=ascent_steps)
+        if shift_tables is not None:
+            rows += shift_rows(shift_for(setting["shift_noise"]), scenarios, tau_margin=tau_margin,
+                               shift_noise=setting["shift_noise"])
+        return rows
 
     choices = {"verdict_rho": sorted(set(sam_rhos)), "measure_rho": sorted(set(measure_rhos)),
                "measure_samples": sorted({measure_samples, *sample_alternatives})}
     protocol = {"verdict_rho": verdict_rho, "measure_rho": measure_rho, "measure_samples": measure_samples}
+    if shift_tables is not None:
+        choices["shift_noise"] = sorted(shift_tables)
+        protocol["shift_noise"] = shift_noise
     rows, table = decide(evaluate, choices, protocol)
     return rows, table, tests_for(measure_rho, measure_samples)
 
