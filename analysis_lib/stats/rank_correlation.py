@@ -149,7 +149,10 @@ def granulated_kendall(df: pd.DataFrame, measure: str, target: str, axes: Sequen
         measure: the measure column. target: the test-error column.
         axes: the hyperparameter columns (e.g. ``["rho", "seed"]``), at least one.
         n_boot, ci, seed: the CI of ψ_i is a percentile bootstrap of the mean over its groups
-            (the other axes' combinations); that of ψ resamples each axis's groups at once.
+            (the other axes' combinations); that of ψ resamples each axis's groups at once. It
+            reflects the spread of the groups' τ only, not the sampling noise within a group: with
+            few groups, or groups that agree (e.g. every τ = −1 with two points each), it is narrow
+            or a point; read it with ``n``.
 
     Returns:
         A result table, one row per axis (``contrast`` "ψ[<axis>]") then ψ ("ψ (mean over
