@@ -25,7 +25,7 @@ seeds: list = [0, 1]  # replicate seeds; a seed fixes the initial weights in eve
 data: dict = {"name": "gaussian_mixture", "n_classes": 2, "n_features": 20, "noise": 0.05, "n_train": 200,
               "n_test": 100}  # DataConfig: two separated Gaussian clusters
 model: dict = {"kind": "mlp", "depth": 1, "width": 20, "activation": "relu", "init_scale": 0.001}  # ModelConfig
-train: dict = {"optimizer": "sgd", "lr": 0.05, "batch_size": 0, "steps": 1000}  # TrainConfig: full-batch GD
+train: dict = {"optimizer": "sgd", "lr": 0.1, "batch_size": 0, "steps": 500}  # TrainConfig: full-batch GD
 probes: dict = {"names": ["eval", "neuron_alignment", "weight_spectra"], "schedule": "log", "points": 30}  # ProbeConfig
 arms: dict = {  # named arms: dotted config keys -> lists of values
     "scales": {"model.init_scale": [0.001, 1.0]},  # claim 18 over init scales (the reference among them)

@@ -35,6 +35,7 @@ def plot_runs_over_training(df: pd.DataFrame, metric: str, *, col: str, layer: s
         grid.set(xscale="symlog")
         for ax in grid.axes.flat:
             ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_xlim(left=0)
     if logy:
         grid.set(yscale="log")
     grid.set_axis_labels("step", ylabel or axis_label(metric, loss_unit))

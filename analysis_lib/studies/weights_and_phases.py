@@ -187,7 +187,8 @@ def scaling_fit(summary: pd.DataFrame, separation: pd.DataFrame, *, n_boot: int,
     """Least-squares slope of the time to alignment on log n / √μ across the ``sweep`` arm.
 
     The CI resamples seeds with replacement (each seed keeps all its datasets' runs), a percentile
-    bootstrap of the slope; ``r2`` is the fit's coefficient of determination. Runs that never
+    bootstrap of the slope; ``r2`` is the fit's coefficient of determination and ``exponent`` the
+    least-squares slope of log time on log(log n / √μ) (1: time proportional to it). Runs that never
     aligned are left out (``n`` counts the runs fitted, ``n_missing`` those left out).
     """
     sweep = summary[(summary["arm"] == "sweep") & (summary["metric"] == "align_time")]
@@ -195,6 +196,7 @@ def scaling_fit(summary: pd.DataFrame, separation: pd.DataFrame, *, n_boot: int,
     n_missing = int(table["value"].isna().sum())
     table = table.dropna(subset=["value", "log_n_over_sqrt_mu"])
     out = {"slope": math.nan, "ci_low": math.nan, "ci_high": math.nan, "intercept": math.nan, "r2": math.nan,
+           "exponent": math.nan,
            "n": len(table), "n_missing": n_missing,
            "n_datasets": int(table[["n_train", "noise"]].drop_duplicates().shape[0])}
     if out["n_datasets"] < 2 or len(table) < 3:
@@ -204,7 +206,8 @@ def scaling_fit(summary: pd.DataFrame, separation: pd.DataFrame, *, n_boot: int,
     residual = y - (slope * x + intercept)
     total = ((y - y.mean()) ** 2).sum()
     out.update(slope=float(slope), intercept=float(intercept),
-               r2=float(1 - (residual ** 2).sum() / total) if total > 0 else math.nan)
+               r2=float(1 - (residual ** 2).sum() / total) if total > 0 else math.nan,
+               exponent=float(np.polyfit(np.log(x), np.log(y), 1)[0]) if (y > 0).all() else math.nan)
     seeds = table["seed"].unique()
     if len(seeds) > 1:
         rng = np.random.default_rng(seed)
@@ -269,6 +272,7 @@ def verdict_rows(summary: pd.DataFrame, scaling: dict, rank_tests: pd.DataFrame,
         outcome = "yes" if scaling["ci_low"] > 0 else "no" if scaling["ci_high"] < 0 else "inconclusive"
         measured = (f"slope of the time to alignment (η·steps) on log n/√μ = {scaling['slope']:.3g} "
                     f"[{scaling['ci_low']:.3g}, {scaling['ci_high']:.3g}], R² = {scaling['r2']:.2f}, "
+                    f"log-log exponent {scaling.get('exponent', math.nan):.2g} (1: proportional), "
                     f"{scaling['n_datasets']} datasets, {scaling['n_missing']} runs never aligned")
     else:
         outcome, measured = NOT_TESTED, f"{scaling['n']} aligned runs on {scaling['n_datasets']} datasets"

@@ -88,6 +88,10 @@ def test_the_scaling_fit_recovers_a_known_slope():
     assert fit["slope"] == pytest.approx(0.5, abs=1e-10) and fit["intercept"] == pytest.approx(2.0, abs=1e-9)
     assert fit["r2"] == pytest.approx(1.0) and fit["n"] == 12 and fit["n_datasets"] == 3
     assert fit["ci_low"] == pytest.approx(0.5, abs=1e-9) and fit["ci_high"] == pytest.approx(0.5, abs=1e-9)
+    assert fit["exponent"] == pytest.approx(np.polyfit(np.log(np.tile(separation["log_n_over_sqrt_mu"], 4)),
+                                                       np.log(summary["value"]), 1)[0], abs=1e-12)
+    proportional = study.scaling_fit(*_sweep_summary(0.5, 0.0), n_boot=20)
+    assert proportional["exponent"] == pytest.approx(1.0, abs=1e-12)
     noisy = study.scaling_fit(*_sweep_summary(0.5, 2.0, noise_sd=0.3), n_boot=500)
     x = np.log(separation["n_train"]) / np.sqrt(separation["mu"])
     s, _ = _sweep_summary(0.5, 2.0, noise_sd=0.3)
