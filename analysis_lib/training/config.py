@@ -179,10 +179,12 @@ class ProbeConfig:
     trace_matvecs: int = 30  # Hutch++ products per trace estimate
     overlap_k: int = 0  # grad_overlap: top-k Hessian eigenvectors (0 = the number of classes)
     exact_max_dim: int = 3000  # spectrum: exact (dense) up to this many parameters, else SLQ
+    snr_batches: int = 16  # gradient_snr: mini-batches per probed step (K)
+    snr_batch_size: int = 32  # gradient_snr: samples per mini-batch (B)
 
     # Fields added after run ids were first computed, left out of the identity while at their
-    # default (see run_identity). None for this class: every field is part of every id.
-    LATE_FIELDS: ClassVar[tuple[str, ...]] = ()
+    # default (see run_identity).
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("snr_batches", "snr_batch_size")
 
     def __post_init__(self) -> None:
         check_probe_names(self)
@@ -195,6 +197,8 @@ class ProbeConfig:
         check_int("probes.trace_matvecs", self.trace_matvecs, 6)
         check_int("probes.overlap_k", self.overlap_k, 0)
         check_int("probes.exact_max_dim", self.exact_max_dim, 1)
+        check_int("probes.snr_batches", self.snr_batches, 2)
+        check_int("probes.snr_batch_size", self.snr_batch_size, 1)
 
 
 def check_probe_names(probes) -> None:
