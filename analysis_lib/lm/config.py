@@ -133,7 +133,7 @@ class LMProbeConfig(ProbeConfig):
     # loop: left out of the run id while at their default, so earlier runs keep their ids.
     LATE_FIELDS: ClassVar[tuple[str, ...]] = (
         "schedule", "points", "curvature_samples", "sharpness_tol", "sharpness_max_steps",
-        "trace_matvecs", "overlap_k", "exact_max_dim")
+        "trace_matvecs", "overlap_k", "exact_max_dim", *ProbeConfig.LATE_FIELDS)
 
     def __post_init__(self) -> None:
         super().__post_init__()
