@@ -139,6 +139,14 @@ out.save_figure("alignment_time_scaling", fig)
 pd.DataFrame([scaling])
 
 # %% [markdown]
+# **Time to alignment per dataset of the sweep** (mean over seeds, 95% bootstrap CI, η·steps), with n, μ and log n/√μ.
+
+# %%
+sweep_summary = mean_ci(times, ["n_train", "noise", "mu", "log_n_over_sqrt_mu"], n_boot=n_boot)
+out.save_table("sweep_summary", sweep_summary)
+sweep_summary
+
+# %% [markdown]
 # ## How much do the claim-18 verdicts hang on our choices?
 #
 # The same runs re-read under other choices, one at a time: when a neuron counts as aligned (`threshold`), how many must be (`fraction`), what counts as early (`early_loss`), where the 1/t fit starts (`tail`), how close to −1 its slope must be (`slope_margin`) and what counts as low rank (`low_rank`). The verdict table below says, for each "no" or "partly", whether it is robust or conditional.

@@ -22,6 +22,13 @@ before looking at results:
 - *scaling*: across the ``sweep`` arm's data (n_train × noise), the least-squares slope of the
   time to alignment on log n / √μ, with a CI from resampling seeds; yes when it lies above 0.
 
+Departures from the paper's setting, in miniature: the network is this package's MLP with one
+hidden layer (biases included, PyTorch's default initialisation times ``model.init_scale`` rather
+than a balanced one), two logits under cross-entropy (the logistic loss of their difference),
+trained by full-batch gradient descent with a finite step on the *mean* loss, so times are η·step
+of that loss (a summed loss would run n times faster); the data are two Gaussian clusters with
+standardised features, and μ is computed on exactly the training inputs the runs see.
+
 The claim-19 part of the study (drift then diffusion) lives in
 :mod:`analysis_lib.studies.drift_diffusion`; the notebook concatenates both parts' verdict rows.
 """
@@ -145,17 +152,19 @@ def check_parameters(configs: Sequence, arms: Mapping, *, threshold: float, frac
     """Raise ConfigError naming the first bad study parameter, before any training.
 
     The runs must be two-layer MLPs (``model.depth`` 1) on binary data (two classes) recording
-    :data:`PROBES`; the arms ``scales`` (varying ``model.init_scale``, ``reference_scale`` among
-    them) and ``sweep`` (varying ``data.n_train`` or ``data.noise``) must exist, and every
+    :data:`PROBES`; the arms ``scales`` (varying only ``model.init_scale``, ``reference_scale``
+    among them) and ``sweep`` (varying only ``data.n_train`` and/or ``data.noise``, so a dataset is
+    named by the two) must exist, and every
     dataset must be separated (μ > 0; generating the data is quick and trains nothing).
 
     Returns:
         :func:`separation_table` of the grid's datasets.
     """
     check_includes("arms", arms, ARMS)
-    check_includes("arms.scales", arms["scales"], ["model.init_scale"])
-    if not {"data.n_train", "data.noise"} & set(arms["sweep"]):
-        fail("arms.sweep", dict(arms["sweep"]), "must vary data.n_train or data.noise (or both)")
+    if list(arms["scales"]) != ["model.init_scale"]:
+        fail("arms.scales", dict(arms["scales"]), "must vary model.init_scale and nothing else")
+    if not set(arms["sweep"]) or not set(arms["sweep"]) <= {"data.n_train", "data.noise"}:
+        fail("arms.sweep", dict(arms["sweep"]), "must vary data.n_train or data.noise (or both), nothing else")
     check_fraction("threshold", threshold)
     check_choice("fraction", fraction, FRACTIONS)
     check_fraction("early_loss", early_loss)

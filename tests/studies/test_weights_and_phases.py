@@ -191,6 +191,8 @@ def test_good_parameters_pass_and_give_the_separation_of_each_dataset():
     ({"arms": {"scales": ARMS["scales"]}}, "arms"),
     ({"arms": {**ARMS, "sweep": {"model.width": [4]}}}, "arms.sweep"),
     ({"arms": {**ARMS, "scales": {"model.width": [4, 8]}}}, "arms.scales"),
+    ({"arms": {**ARMS, "scales": {"model.init_scale": [1e-3, 1.0], "train.lr": [0.1]}}}, "arms.scales"),
+    ({"arms": {**ARMS, "sweep": {"data.n_train": [40, 60], "data.n_features": [5, 10]}}}, "arms.sweep"),
     ({"base": {**BASE, "model": {**BASE["model"], "depth": 2}}}, "model.depth"),
     ({"base": {**BASE, "data": {**BASE["data"], "n_classes": 3}}}, "data.n_classes"),
     ({"base": {**BASE, "probes": {**BASE["probes"], "names": ["eval"]}}}, "probes.names"),
