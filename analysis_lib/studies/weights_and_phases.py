@@ -17,7 +17,10 @@ before looking at results:
 - *1/t*: the least-squares slope of log train loss against log step over the probes at steps
   ≥ ``tail`` × the last step; the paper's statement is a rate, loss = O(1/t), so the claim holds
   when the CI of the slope lies at or below −1 + ``slope_margin`` (at least as fast as 1/t) and
-  fails when it lies above (slower); the slope itself is reported, −1 meaning exactly 1/t;
+  fails when it lies above (slower); the slope itself is reported, −1 meaning exactly 1/t (this
+  rule was first written two-sided, within ``slope_margin`` of −1, and made one-sided after the
+  first smoke run, before any default run, to match the paper's O(1/t); the measured slopes of
+  −1.2 to −1.4 would fail the two-sided reading);
 - *low-rank*: the stable rank of ``fc1`` at the last step; low when its CI lies below ``low_rank``;
 - *scaling*: across the ``sweep`` arm's data (n_train × noise), the least-squares slope of the
   time to alignment on log n / √μ, with a CI from resampling seeds; yes when it lies above 0.
