@@ -38,6 +38,19 @@ early_loss: float = 0.9  # alignment is early when the train loss is still at le
 tail: float = 0.1  # the 1/t fit uses the probes from step tail * T on (T the last step)
 slope_margin: float = 0.25  # the loss falls as fast as 1/t when the slope's CI lies below -1 + margin
 low_rank: float = 2.0  # the first layer is low-rank when the CI of its final stable rank lies below this
+phase_data: dict = {"name": "gaussian_mixture", "n_classes": 2, "n_features": 12, "noise": 1.0, "n_train": 400,
+                    "n_test": 100}  # claim 19: DataConfig of its runs (overlapping clusters: training error stays > 0)
+phase_model: dict = {"kind": "mlp", "depth": 3, "width": 8}  # claim 19: a plain MLP; activation from phase_activations
+phase_train: dict = {"batch_size": 32, "steps": 300}  # claim 19: overrides of `train` (same optimiser and η), mini-batches
+phase_probes: dict = {"names": ["eval", "gradient_snr", "weights"], "schedule": "log", "points": 12, "snr_batches": 16,
+                      "snr_batch_size": 32}  # claim 19: ProbeConfig; SNR over 16 mini-batches of 32 at each probe
+phase_activations: list = ["tanh", "relu"]  # claim 19: saturating vs not (Saxe et al. 2018)
+phase_bins: list = [10, 30]  # claim 19: equal-width bin counts of the information plane
+phase_protocol_bins: int = 30  # claim 19: the bin count of the compression rows (Shwartz-Ziv & Tishby used 30)
+snr_threshold: float = 1.0  # claim 19: drift while the SNR is at or above this, diffusion below
+snr_window: int = 3  # claim 19: odd number of probes of the running median smoothing the SNR before thresholding
+small_error: float = 0.1  # claim 19: the training error is small when 1 - train_acc is at most this
+info_samples: int = 200  # claim 19: the first n training samples are the information plane's evaluation set
 n_boot: int = 200  # bootstrap resamples for every confidence interval
 workers: int = 1  # 1 means in-process; N means a Dask LocalCluster of N one-thread processes
 scheduler: str = ""  # empty: this machine; "tcp://host:8786": an existing Dask cluster; "slurm" or "pbs": dask-jobqueue
@@ -61,6 +74,20 @@ separation = study.check_parameters(configs, arms, threshold=threshold, fraction
 init_scales = sorted({c.model.init_scale for c in configs if c.label("arm") == "scales"})
 out = StudyOutputs("10-weights-and-phases", output_dir)
 print(f"{len(configs)} runs: {len(arms)} arms x their conditions x {len(seeds)} seeds")
+
+# %% [markdown]
+# Claim-19 configuration, validated here before any training: its own runs, mini-batch SGD with `train`'s optimiser and η (overridden by `phase_train`), one per activation and seed.
+
+# %%
+from analysis_lib.plots import phases as phase_plots
+from analysis_lib.studies import drift_diffusion
+
+phase_configs = drift_diffusion.phase_configs(phase_data, phase_model, {**train, **phase_train}, phase_probes,
+                                              phase_activations, seeds)
+drift_diffusion.check_parameters(phase_configs, activations=phase_activations, bins=phase_bins,
+                                 protocol_bins=phase_protocol_bins, threshold=snr_threshold, window=snr_window,
+                                 small_error=small_error, info_samples=info_samples, n_boot=n_boot)
+print(f"claim 19: {len(phase_configs)} runs: {len(phase_activations)} activations x {len(seeds)} seeds")
 
 # %% [markdown]
 # **The datasets and their separation μ** (training split as the runs see it): log n/√μ is the claim's scale of the time to alignment.
@@ -160,12 +187,68 @@ alignment_rows, alignment_sensitivity = study.robust_verdict_rows(
 # %% [markdown]
 # ## Drift then diffusion (claim 19)
 #
-# The claim-19 cells go here, before the verdict: they set `phase_rows` (from `drift_diffusion.verdict_rows(...)`) and `phase_sensitivity` (a sensitivity table with the same columns, or None).
+# Shwartz-Ziv & Tishby (2017) see two phases of SGD: *drift*, where the mini-batch gradients agree (per-layer SNR ‖E_b g_b‖ / (E_b‖g_b − E g‖²)^½ above 1), then *diffusion*, where noise dominates (SNR below 1), after the training error is small; in the binned information plane the hidden layers then *compress* (I(X; T) falls). Saxe et al. (2018) find the compression only with saturating (tanh) activations and depending on the binning. Claim 4's per-layer gradient noise has this as its testable form.
+#
+# Small MLPs (`phase_model`, tanh and relu) on two overlapping Gaussian clusters (`phase_data`) trained by mini-batch SGD. The `gradient_snr` probe measures, at each probed θ, the SNR over `snr_batches` fresh mini-batches of `snr_batch_size` samples (its own step-seeded generator; signal ‖ḡ‖² − s²/K bias-corrected; this is the mini-batch SNR, the square root of B·(N−1)/(N−B) times claim 4's per-sample ratio). Protocol fixed in advance: a layer *switches* at the first probe from which its SNR (running median over `snr_window` probes) stays below `snr_threshold`, having started at or above it; the training error is *small* at the switch when 1 − train_acc ≤ `small_error`. The information plane is computed afterwards from the stored weight trajectory (every bin count from the same runs): each hidden layer's activations on the first `info_samples` training samples, equal-width bins over their range, plug-in I(X; T) = H(T) and I(T; Y) in bits. A layer *compresses* when I(X; T) at the run's whole-model switch minus I(X; T) at the end is > 0; per activation and bin count, the CI over seeds of that difference (mean over hidden layers) decides.
+#
+# Train (or reuse) the claim-19 runs; only finished runs enter the analysis, and a run whose training loss ends above 100 times its start counts as diverged (a saturated tanh network at a huge step size keeps a finite loss).
 
 # %%
-phase_rows: list = []  # claim 19: drift_diffusion.verdict_rows(...)
-phase_sensitivity = None  # claim 19: its sensitivity table, or None
-phase_runs: dict = {}  # claim 19: the status counts of its own run grid, if it has one
+with grid_executor(workers, scheduler) as executor:
+    phase_result = run_grid(phase_configs, executor=executor)
+phase_table = drift_diffusion.run_status(phase_result.runs, phase_result.metrics)  # a blown-up loss counts as diverged
+phase_runs = drift_diffusion.status_counts(phase_table)
+phase_finished = list(phase_table.loc[phase_table["status"] == "finished", "run_id"])
+phase_metrics = phase_result.metrics[phase_result.metrics["run_id"].isin(phase_finished)]
+phase_labels = phase_table[["run_id", "activation", "seed"]].drop_duplicates("run_id")
+info = drift_diffusion.information_table(phase_result, phase_finished, bins=phase_bins,
+                                         info_samples=info_samples).merge(phase_labels, on="run_id")
+switches = drift_diffusion.switch_table(phase_metrics, threshold=snr_threshold, window=snr_window)
+phase_table.groupby(["activation", "status"]).size().rename("runs").reset_index()
+
+# %% [markdown]
+# **Per-layer mini-batch gradient SNR over training, one panel per activation** (mean over seeds, 95% bootstrap band; log-log, step 0 kept; dashed: the threshold). Drift then diffusion is a fall from above the line to below it, for good.
+
+# %%
+fig = phase_plots.plot_snr_over_training(phase_metrics, threshold=snr_threshold)
+out.save_figure("snr_over_training", fig)
+
+# %% [markdown]
+# **The phase switch per activation and layer** (mean over seeds, 95% bootstrap CI): the switch step, the share of runs that switched (high first, below the threshold for good) and the training error at the switch.
+
+# %%
+switch_long = switches.melt(id_vars=["run_id", "activation", "seed", "layer"],
+                            value_vars=["switch_step", "switched", "error_at_switch"], var_name="metric")
+phase_switches = mean_ci(switch_long, ["activation", "layer", "metric"], n_boot=n_boot)
+out.save_table("phase_switches", phase_switches)
+phase_switches.pivot(index=["activation", "layer"], columns="metric", values="mean")
+
+# %% [markdown]
+# **The binned information plane at `phase_protocol_bins` bins, one panel per activation**: I(T; Y) against I(X; T) for each hidden layer through training (mean over seeds per probed step; points coloured by log step, light late). Compression is a move to the left late in training.
+
+# %%
+fig = phase_plots.plot_information_plane(info, bins=phase_protocol_bins)
+out.save_figure("information_plane", fig)
+
+# %% [markdown]
+# **Compression per activation and bin count**: ΔI(X; T) = I(X; T) at the run's switch − at the end, mean over hidden layers, mean over seeds with its 95% bootstrap CI (above 0: compression). Runs without a whole-model switch are left out.
+
+# %%
+compression = drift_diffusion.compression_table(info, switches)
+compression_cells = (drift_diffusion.compression_cells(compression, n_boot=n_boot) if len(compression)
+                     else pd.DataFrame(columns=["activation", "bins", "mean", "ci_low", "ci_high", "n", "outcome"]))
+out.save_table("compression", compression_cells)
+fig = phase_plots.plot_compression(compression_cells)
+out.save_figure("compression", fig)
+
+# %% [markdown]
+# **Claim-19 verdicts under other choices**: the running-median window (1, 3, 5 probes), what counts as a small training error (0.05, 0.1, 0.2) and the bin count of the compression rows (each of `phase_bins`), one at a time; no new training.
+
+# %%
+phase_rows, phase_sensitivity = drift_diffusion.robust_verdict_rows(
+    phase_metrics, info, threshold=snr_threshold, window=snr_window, small_error=small_error, bins=phase_bins,
+    protocol_bins=phase_protocol_bins, n_boot=n_boot)
+pd.DataFrame(phase_rows)[["claim", "measured", "reproduced"]]
 
 # %% [markdown]
 # ## Robustness of every verdict

@@ -68,8 +68,8 @@ EXPECTED = {
     },
     "10-weights-and-phases": {
         "figures": ["alignment_over_training", "loss_over_training", "stable_rank_over_training",
-                    "alignment_time_scaling", "sensitivity"],
-        "tables": ["stable_rank_tests"],
+                    "alignment_time_scaling", "snr_over_training", "information_plane", "compression", "sensitivity"],
+        "tables": ["stable_rank_tests", "phase_switches", "compression"],
     },
 }
 
@@ -183,6 +183,8 @@ BAD_PARAMETERS = [
     ("10-weights-and-phases", {"fraction": 0.6}, "fraction"),
     ("10-weights-and-phases", {"arms": {"scales": {"model.init_scale": [0.001, 1.0]},
                                         "sweep": {"data.noise": [0.05, 0.4]}}}, "data.noise"),
+    ("10-weights-and-phases", {"phase_bins": [1, 30]}, "phase_bins"),
+    ("10-weights-and-phases", {"snr_window": 2}, "snr_window"),
 ]
 
 

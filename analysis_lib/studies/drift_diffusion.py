@@ -94,6 +94,31 @@ def check_parameters(configs: Sequence, *, activations: Sequence[str], bins: Seq
                  f"must be <= data.n_train (= {c.data.n_train})")
 
 
+BLOW_UP = 100.0  # a finished run whose last train loss exceeds BLOW_UP · its first is counted as diverged
+
+
+def run_status(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """The grid's run table with finished runs whose training loss blew up relabelled ``diverged``.
+
+    A saturating (tanh) network at a huge step size keeps a finite loss (its hidden gradients
+    vanish, its output layer grows without bound), so the training loop calls it finished; a run
+    whose last ``train_loss`` is non-finite or above :data:`BLOW_UP` times its first is left out
+    of the analysis and counted as diverged instead.
+    """
+    loss = metrics[(metrics["metric"] == "train_loss") & (metrics["layer"] == MODEL)].sort_values("step")
+    ends = loss.groupby("run_id")["value"].agg(first=lambda v: v.iloc[0], last=lambda v: v.iloc[-1])  # NaN kept
+    blown = ends.index[~(ends["last"] <= BLOW_UP * ends["first"])]
+    out = runs.copy()
+    out.loc[(out["status"] == "finished") & out["run_id"].isin(blown), "status"] = "diverged"
+    return out
+
+
+def status_counts(runs: pd.DataFrame) -> dict[str, int]:
+    """Runs finished, diverged and failed of a run table (as :meth:`GridResult.status_counts`)."""
+    counts = runs["status"].value_counts()
+    return {s: int(counts.get(s, 0)) for s in ("finished", "diverged", "failed")}
+
+
 def _runs(metrics: pd.DataFrame):
     return metrics.groupby(ID_COLUMNS, sort=False)
 

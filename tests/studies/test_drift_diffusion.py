@@ -149,3 +149,15 @@ def test_check_parameters_needs_the_probes_and_mini_batches():
                   for c in _configs()]
     with pytest.raises(ConfigError, match="phase_train.batch_size"):
         study.check_parameters(full_batch, **GOOD)
+
+
+def test_a_blown_up_loss_counts_as_diverged():
+    runs = pd.DataFrame({"run_id": ["a", "b", "c", "d"], "status": ["finished", "finished", "diverged", "finished"]})
+    loss = [("a", 0, 0.7), ("a", 10, 0.1), ("b", 0, 0.7), ("b", 10, 1e30), ("c", 0, 0.7), ("d", 0, 0.7),
+            ("d", 10, float("nan"))]
+    metrics = pd.DataFrame([(r, s, "model", "train_loss", v) for r, s, v in loss],
+                           columns=["run_id", "step", "layer", "metric", "value"])
+    got = study.run_status(runs, metrics)
+    assert got["status"].tolist() == ["finished", "diverged", "diverged", "diverged"]
+    assert study.status_counts(got) == {"finished": 1, "diverged": 3, "failed": 0}
+    assert runs["status"].tolist()[1] == "finished"  # the input is not modified
