@@ -40,7 +40,8 @@ from ..gradients.snr import phase_switch
 from ..layers import MODEL
 from ..stats.effects import mean_ci
 from ..stats.information import information_plane
-from ..stats.verdicts import NOT_TESTED, share_verdict, verdict_from_interval
+from ..stats.power import power_note
+from ..stats.verdicts import NO_POWER, NOT_TESTED, share_verdict, verdict_from_interval
 from ..validation import check_int, check_number, check_subset, fail
 from .sensitivity import decide, with_alternatives
 
@@ -238,7 +239,10 @@ def verdict_rows(switches: pd.DataFrame, compression: pd.DataFrame, *, threshold
         if cell.empty:
             continue
         c = cell.iloc[0]
-        rows.append({"claim": f"The information plane shows compression in the second phase ({activation})",
+        estimate = pd.Series({"estimate": c["mean"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "n": c["n"]})
+        power = (power_note(estimate, "ΔI(X;T)") or NO_POWER) if c["outcome"] == "inconclusive" else ""
+        rows.append({"power": power,
+                     "claim": f"The information plane shows compression in the second phase ({activation})",
                      "source": SOURCE, "measured": f"ΔI(X;T) = {c['mean']:.3g} [{c['ci_low']:.3g}, "
                                                    f"{c['ci_high']:.3g}] bits", "n": int(c["n"]),
                      "reproduced": c["outcome"],

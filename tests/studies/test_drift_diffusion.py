@@ -161,3 +161,12 @@ def test_a_blown_up_loss_counts_as_diverged():
     assert got["status"].tolist() == ["finished", "diverged", "diverged", "diverged"]
     assert study.status_counts(got) == {"finished": 1, "diverged": 3, "failed": 0}
     assert runs["status"].tolist()[1] == "finished"  # the input is not modified
+
+
+def test_an_inconclusive_compression_row_says_what_the_design_could_detect():
+    curves = {("tanh", s): {"fc1": DROP, "model": DROP} for s in range(4)}
+    switches = study.switch_table(_metrics(curves, {k: ACC for k in curves}), threshold=1.0, window=1)
+    compression = _compression({("tanh", 30): [0.3, -0.2, 0.1, -0.15]})
+    rows = study.verdict_rows(switches, compression, threshold=1.0, small_error=0.1, protocol_bins=30, n_boot=500)
+    (tanh,) = [r for r in rows if r["claim"].endswith("(tanh)")]
+    assert tanh["reproduced"] == "inconclusive" and tanh["power"].startswith("80% power")
