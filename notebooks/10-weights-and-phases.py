@@ -272,5 +272,7 @@ runs = {k: v + phase_runs.get(k, 0) for k, v in result.status_counts().items()}
 verdict = verdict_table(verdict_rows, runs=runs)
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=runs,
-                 params={"seeds": seeds, "arms": arms, "data": data, "model": model, "train": train})
+                 params={"seeds": seeds, "arms": arms, "data": data, "model": model, "train": train,
+                         "phase_data": phase_data, "phase_model": phase_model, "phase_train": phase_train,
+                         "phase_activations": phase_activations, "phase_bins": phase_bins})
 format_verdict_table(verdict)
