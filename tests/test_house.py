@@ -12,10 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "analysis_lib"
 GROUND_FLOOR = {"__init__.py", "__main__.py", "validation.py", "layers.py", "paths.py"}
-SUBJECTS = {"training", "gradients", "weights", "curvature", "landscape", "trajectories", "lm", "custom", "runs",
-            "stats", "plots", "report", "studies"}
-QUANTITIES = ("training", "gradients", "weights", "curvature", "landscape", "trajectories", "lm", "custom", "stats",
-              "plots")
+SUBJECTS = {"training", "gradients", "weights", "activations", "curvature", "landscape", "trajectories", "lm",
+            "custom", "runs", "stats", "plots", "report", "studies"}
+QUANTITIES = ("training", "gradients", "weights", "activations", "curvature", "landscape", "trajectories", "lm",
+              "custom", "stats", "plots")
 MAX_LINES = 400
 
 

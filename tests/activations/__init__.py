@@ -1,0 +1,1 @@
+"""Tests of analysis_lib.activations; the folders mirror the packages."""
