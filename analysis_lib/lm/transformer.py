@@ -40,7 +40,14 @@ _PATHS = {"q": "attn.q", "k": "attn.k", "v": "attn.v", "o": "attn.o", "up": "mlp
 
 
 class Attention(nn.Module):
-    """Causal multi-head self-attention with separate q, k, v, o projections."""
+    """Causal multi-head self-attention with separate q, k, v, o projections.
+
+    ``observer``, None by default (then it costs one attribute test per forward), is a capture
+    point for analysis: when set, ``observer(module, scores, probs)`` is called in every forward
+    with the scaled logits q·k/√d_head (B, H, T, T) (masked entries −inf) and the attention
+    probabilities (B, H, T, T), the very tensors of the forward pass (autograd-tracked: an
+    observer must only read them; :mod:`analysis_lib.activations.capture` sets one).
+    """
 
     def __init__(self, config: TransformerConfig, max_len: int):
         super().__init__()
@@ -51,6 +58,7 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(head) if config.qk_norm else nn.Identity()
         causal = torch.ones(max_len, max_len, dtype=torch.bool).tril()
         self.register_buffer("causal", causal, persistent=False)  # (max_len, max_len)
+        self.observer = None  # optional callable(module, scores, probs); see the class docstring
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
         """Causal self-attention of ``x`` (B, T, d)."""
@@ -62,7 +70,10 @@ class Attention(nn.Module):
         q, k, v = self.q_norm(heads(self.q(x))), self.k_norm(heads(self.k(x))), heads(self.v(x))
         scores = q @ k.transpose(-2, -1) / math.sqrt(d // self.n_heads)  # (B, H, T, T)
         scores = scores.masked_fill(~self.causal[:t, :t], float("-inf"))
-        mixed = scores.softmax(dim=-1) @ v  # (B, H, T, d_h)
+        probs = scores.softmax(dim=-1)
+        if self.observer is not None:
+            self.observer(self, scores, probs)
+        mixed = probs @ v  # (B, H, T, d_h)
         return self.o(mixed.transpose(1, 2).reshape(b, t, d))
 
 
