@@ -149,6 +149,11 @@ class LMTrainConfig(TrainConfig):
     The decay makes the accuracy reached at the end of pre-training reliable across seeds: at a
     constant rate it swings by several points from one evaluation to the next. The ``perturb_*``
     options perturb the weights after ``perturb_step`` pre-training updates, as for any run.
+    ``z_loss`` > 0 adds ``z_loss × (log Z)²`` (log Z = logsumexp of the output logits, averaged
+    over response tokens like the cross-entropy) to the objective of both phases
+    (:func:`analysis_lib.training.losses.z_loss_terms`; Chowdhery et al. 2022, Wortsman et al.
+    2023 use 1e-4); ``batch_loss`` stays the cross-entropy and the added term is recorded as
+    ``batch_z_loss``.
     """
 
     optimizer: str = "adam"
@@ -158,11 +163,16 @@ class LMTrainConfig(TrainConfig):
     warmup_steps: int = 50
     decay: str = "cosine"
     final_lr_fraction: float = 0.1
+    z_loss: float = 0.0
+
+    # left out of the run id while at their default (see LMProbeConfig.LATE_FIELDS)
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = (*TrainConfig.LATE_FIELDS, "z_loss")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("train.decay", self.decay, LR_DECAYS)
         check_number("train.final_lr_fraction", self.final_lr_fraction, lo=0.0, hi=1.0)
+        check_number("train.z_loss", self.z_loss)
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,15 @@ losses, so every sequence weighs the same whatever its format's length, and the 
 probes apply. Steps count on through both phases: 1..train.steps are pre-training updates,
 train.steps + 1 .. train.steps + finetune.steps fine-tuning ones.
 
-Recorded besides what the probes record: ``batch_loss`` every update; with the ``eval`` probe,
-at every probe step, ``{train,test}_loss_{fast,slow}`` (teacher-forced, the training loss) and
-``{train,test}_seq_acc_{fast,slow}`` (whole-response exact match: the teacher-forced argmax is
-the target at every response token, which is exactly when greedy decoding reproduces the
-response), and at the end of each phase ``test_acc_{fast,slow}``, the greedy-decoding answer
-exact-match (the answer digits are the right sum, whatever the steps). ``TrainResult.tables``
+With ``train.z_loss`` > 0 the objective adds ``z_loss × (log Z)²`` (averaged the same way; the
+curvature probes still measure the cross-entropy alone). Recorded besides what the probes record:
+``batch_loss`` (the cross-entropy) every update, and ``batch_z_loss`` (the added term) with
+z-loss; with the ``eval`` probe, at every probe step, ``{train,test}_loss_{fast,slow}``
+(teacher-forced, the training loss) and ``{train,test}_seq_acc_{fast,slow}`` (whole-response
+exact match: the teacher-forced argmax is the target at every response token, which is exactly
+when greedy decoding reproduces the response), and at the end of each phase
+``test_acc_{fast,slow}``, the greedy-decoding answer exact-match (the answer digits are the right
+sum, whatever the steps). ``TrainResult.tables``
 holds the checkpoints ``base`` and ``tuned`` (state dicts; rebuild a model with :func:`build_lm`).
 """
 
@@ -34,7 +37,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..training.loop import Phase, TrainResult, make_optimizer, train_phases
-from ..training.losses import masked_sequence_loss, sequence_losses
+from ..training.losses import masked_sequence_loss, sequence_losses, z_loss_terms
 from ..training.objective import Objective
 from ..training.probe import build_probes
 from ..training.schedules import batches, order_seed, probe_steps, warmup_cosine
@@ -106,12 +109,30 @@ class AdditionObjective(Objective):
     capabilities = frozenset({"evaluate", "curvature", "sample_mean"})  # a mean of per-sequence means
     output_dim = VOCAB_SIZE
 
-    def __init__(self, pool: _Pool, evals: dict):
-        self.pool, self.evals = pool, evals
+    def __init__(self, pool: _Pool, evals: dict, z_loss: float = 0.0):
+        self.pool, self.evals, self.z_loss = pool, evals, z_loss
+        self._terms: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        """:func:`batch_loss`."""
-        return batch_loss(model, batch)
+        """:func:`batch_loss`, plus ``z_loss`` × the mean over sequences of their mean (log Z)² when > 0.
+
+        The z term is averaged like the cross-entropy (over each sequence's response tokens, then
+        over sequences), so the objective stays a mean of per-sequence losses.
+        """
+        if not self.z_loss:
+            return batch_loss(model, batch)
+        logits = model(batch.tokens)
+        ce = sequence_losses(logits, batch.targets, batch.mask, "mean").mean()
+        z = self.z_loss * z_loss_terms(logits, batch.mask).mean()
+        self._terms = (ce.detach(), z.detach())
+        return ce + z
+
+    def batch_metrics(self, loss: torch.Tensor) -> dict[str, float]:
+        """``batch_loss`` (the cross-entropy) and, with z-loss, ``batch_z_loss`` (the added term)."""
+        if not self.z_loss:
+            return super().batch_metrics(loss)
+        ce, z = self._terms
+        return {"batch_loss": ce.item(), "batch_z_loss": z.item()}
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, record: Callable, step: int, phase_end: bool) -> None:
@@ -163,7 +184,8 @@ def train_lm(config: LMRunConfig) -> TrainResult:
     model = build_lm(config).to(device)
     model.train()
     pool = _Pool(train_set, device)
-    objective = AdditionObjective(pool, _eval_sets(train_set, test_set, config.probes.eval_problems, device))
+    objective = AdditionObjective(pool, _eval_sets(train_set, test_set, config.probes.eval_problems, device),
+                                  tc.z_loss)
 
     def optimizer(lr: float):
         return lambda m: make_optimizer(m, tc.optimizer, lr, momentum=tc.momentum, weight_decay=tc.weight_decay,

@@ -8,7 +8,9 @@ transformer are two phases; an MLP run is one).
 Step convention: "step t" is the state after t optimiser updates, counted on through every
 phase. Probes at step t read θ(t); gradient probes at step t refer to update t (the gradient
 computed at θ(t−1)). ``batch_loss`` is the mini-batch loss of every update, recorded at the step
-it produced. A non-finite mini-batch loss stops the run as ``diverged`` at that step, keeping
+it produced (an objective with a regulariser records its data loss there and the added terms
+apart: :meth:`~analysis_lib.training.objective.Objective.batch_metrics`). A non-finite
+mini-batch loss stops the run as ``diverged`` at that step, keeping
 what was recorded and the checkpoints of the phases that finished.
 
 With SAM (``train.sam_rho > 0``, :mod:`analysis_lib.training.sam`) each update takes a second
@@ -207,7 +209,8 @@ def _run_phase(model, objective, phase: Phase, offset: int, total: int, probes, 
                         hooks.enter_context(manager)
             loss = objective.loss(model, batch)
             value = loss.item()
-            ctx.record(step, "model", "batch_loss", value)
+            for metric, recorded in objective.batch_metrics(loss).items():
+                ctx.record(step, "model", metric, recorded)
             if not math.isfinite(value):
                 return step
             loss.backward()

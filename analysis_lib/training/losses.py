@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..validation import check_number
+
 
 def sequence_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None,
                     reduction: str = "mean") -> torch.Tensor:
@@ -42,6 +44,76 @@ def masked_sequence_loss(logits: torch.Tensor, targets: tuple[torch.Tensor, torc
     """
     tokens, mask = targets
     return sequence_losses(logits, tokens, mask, "mean").mean()
+
+
+def log_partition(logits: torch.Tensor) -> torch.Tensor:
+    """The log-partition function log Z = logsumexp over the last (class) axis: ``logits.shape[:-1]``."""
+    return torch.logsumexp(logits, dim=-1)
+
+
+def z_loss_terms(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-sequence mean of (log Z)² over the tokens that count (the z-loss before its coefficient).
+
+    z-loss (Chowdhery et al. 2022, "PaLM", section 5; Wortsman et al. 2023, "Small-scale proxies
+    for large-scale Transformer training instabilities") penalises the squared log-partition
+    function log Z = logsumexp_v z_v of the output logits z, pulling log Z towards 0 so that the
+    logits cannot drift as a whole (softmax is blind to a shared shift; the loss term is not).
+
+    Args:
+        logits: (B, T, V), or (B, V) for one prediction per example.
+        mask: (B, T) or (B,) bool, True on the tokens that count; None = all tokens.
+
+    Returns:
+        (B,) mean of (log Z)² over each sequence's counted tokens; NaN for a sequence without any.
+
+    Raises:
+        ValueError: if ``mask`` does not have the shape of ``logits`` without its last axis.
+    """
+    if logits.dim() == 2:
+        logits = logits.unsqueeze(1)
+        mask = None if mask is None else mask.unsqueeze(1)
+    squared = log_partition(logits) ** 2  # (B, T)
+    if mask is None:
+        return squared.mean(dim=1)
+    if tuple(mask.shape) != tuple(squared.shape):
+        raise ValueError(f"invalid mask of shape {tuple(mask.shape)} for logits of shape {tuple(logits.shape)}: "
+                         f"need {tuple(squared.shape)}")
+    mask = mask.bool()
+    # where(), not a product: an inf log Z on an ignored (padding) token must not give NaN
+    return torch.where(mask, squared, torch.zeros_like(squared)).sum(dim=1) / mask.sum(dim=1)
+
+
+class ZLoss:
+    """``coefficient × mean over the counted tokens of (log Z)²``, for any model's logits.
+
+    ``ZLoss(1e-4)(logits (..., V), targets (...))`` averages over every target that is not
+    ``ignore_index`` (as :class:`CrossEntropy` does), so ``CrossEntropy()(z, y) + ZLoss(c)(z, y)`` is
+    the z-loss-regularised objective of Chowdhery et al. (2022) and Wortsman et al. (2023) (they
+    use c = 1e-4). With ``targets=None`` every position counts. See :func:`z_loss_terms`.
+
+    Args:
+        coefficient: c >= 0 (0 gives exactly zero).
+        ignore_index: target value whose positions do not count.
+
+    Raises:
+        ConfigError: for a negative or non-finite coefficient.
+    """
+
+    def __init__(self, coefficient: float, ignore_index: int = -100):
+        check_number("coefficient", coefficient)
+        self.coefficient, self.ignore_index = float(coefficient), int(ignore_index)
+        self.__name__ = f"ZLoss({self.coefficient}, ignore_index={self.ignore_index})"
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """The z-loss term of ``outputs`` (..., V) over the positions whose target counts."""
+        squared = log_partition(outputs) ** 2  # outputs.shape[:-1]
+        if targets is None:
+            return self.coefficient * squared.mean()
+        if tuple(targets.shape) != tuple(squared.shape):
+            raise ValueError(f"invalid targets of shape {tuple(targets.shape)} for outputs of shape "
+                             f"{tuple(outputs.shape)}: need {tuple(squared.shape)} (classes last)")
+        keep = targets != self.ignore_index
+        return self.coefficient * torch.where(keep, squared, torch.zeros_like(squared)).sum() / keep.sum()
 
 
 # -- losses a curvature operator can reason about ----------------------------------------------

@@ -38,6 +38,14 @@ class Objective:
         """Mean loss of ``batch`` (differentiable)."""
         raise NotImplementedError
 
+    def batch_metrics(self, loss: torch.Tensor) -> dict[str, float]:
+        """What the loop records of an update's ``loss`` (from :meth:`loss`): by default its value as ``batch_loss``.
+
+        An objective with added regularisation terms records the data loss as ``batch_loss`` and
+        the terms under names of their own.
+        """
+        return {"batch_loss": loss.item()}
+
     def evaluate(self, model: nn.Module, record: Callable, step: int, phase_end: bool) -> None:
         """Record evaluation rows at ``step`` with ``record(step, layer, metric, value)``."""
         raise NotImplementedError
