@@ -5,7 +5,8 @@ All four use the Hessian of the objective's curvature problem
 ``probes.curvature_samples`` training samples, all when 0), with BatchNorm in eval mode, built
 once per probed step and shared (one gradient graph for every product of that step). Each probe
 draws from its own generators seeded with the step; the model, its gradients and the training
-RNG are left untouched.
+RNG are left untouched. ``block_sharpness`` (λ_max per layer) builds one operator per diagonal
+block on the same data (:mod:`analysis_lib.curvature.blocks`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import warnings
 import pandas as pd
 
 from ..training.probe import Probe, ProbeContext, register
+from .blocks import block_sharpness
 from .hessian import HessianOperator
 from .lanczos import top_eigenpairs
 from .spectrum import spectrum_table
@@ -145,3 +147,40 @@ class HessianTraceProbe(_CurvatureProbe):
         tr = hutchpp(op.matvec, op.dim, self.config.trace_matvecs, seed=ctx.step, device=op.device)
         ctx.record(ctx.step, "model", "hessian_trace", tr.estimate)
         ctx.record(ctx.step, "model", "hessian_trace_se", tr.se)
+
+
+@register
+class BlockSharpnessProbe(Probe):
+    """``block_sharpness``: λ_max of each layer's diagonal Hessian block H_ll, warm-started per block.
+
+    The blocks are :func:`analysis_lib.curvature.blocks.default_groups` (q, k, v, o, up, down of
+    each transformer block; each Linear or conv weight of other models), on the curvature problem
+    of the other curvature probes. Records per block (``layer`` = its module)
+    ``block_lambda_max``, ``block_lambda_max_residual``, ``block_lambda_max_converged`` and
+    ``block_lambda_max_hvps``, and on ``"model"`` ``block_lambda_ratio`` (max / min over blocks,
+    NaN when the smallest is ≤ 0). Tolerance and budget per block are ``probes.sharpness_tol``
+    and ``probes.sharpness_max_steps``; each block starts from its previous probe's Ritz vector.
+    """
+
+    name = "block_sharpness"
+    order = 64
+    needs = frozenset({"curvature"})
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self._vectors = None
+
+    def after_update(self, ctx: ProbeContext) -> None:
+        """Record every block's λ_max at θ(step)."""
+        loss_fn, inputs, targets = ctx.objective.curvature_problem(self.config.curvature_samples)
+        with warnings.catch_warnings():  # not converging is recorded below, not printed
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = block_sharpness(ctx.model, loss_fn, (inputs, targets), tol=self.config.sharpness_tol,
+                                     max_steps=self.config.sharpness_max_steps, seed=ctx.step, v0=self._vectors)
+        self._vectors = result.vectors()
+        for label, b in result.blocks.items():
+            ctx.record(ctx.step, label, "block_lambda_max", b.lambda_max)
+            ctx.record(ctx.step, label, "block_lambda_max_residual", b.residual)
+            ctx.record(ctx.step, label, "block_lambda_max_converged", float(b.converged))
+            ctx.record(ctx.step, label, "block_lambda_max_hvps", float(b.n_matvecs))
+        ctx.record(ctx.step, "model", "block_lambda_ratio", result.ratio)

@@ -15,7 +15,7 @@ from analysis_lib.validation import ConfigError
 
 BUILT_IN = {"eval", "grad_norm", "grad_noise", "weight_norm", "update_ratio", "rotation", "dist_init",
             "sharpness", "hessian_trace", "grad_overlap", "spectrum", "weights", "weight_spectra",
-            "neuron_alignment", "gradient_snr"}
+            "neuron_alignment", "gradient_snr", "block_sharpness"}
 
 
 def test_every_built_in_probe_is_registered_documented_and_ordered():
