@@ -3,7 +3,10 @@
 For K mini-batches b = 1..K of B training samples each, drawn at the same weights θ, with
 gradients g_{l,b} of layer l's parameters (weight and bias together) and mean ḡ_l = (1/K) Σ_b g_{l,b}:
 
-- ``snr_var``: s_l² = (1/(K−1)) Σ_b ‖g_{l,b} − ḡ_l‖², the unbiased E_b‖g_{l,b} − E g_l‖²;
+- ``snr_var``: s_l² = (1/(K−1)) Σ_b ‖g_{l,b} − ḡ_l‖², the unbiased E_b‖g_{l,b} − E g_l‖²: the
+  per-layer gradient noise Var_l of noise-adaptive layer-wise learning rates (Hao et al. 2025,
+  arXiv:2510.14009, in the Euclidean norm), beside each layer's λ_max of
+  :mod:`analysis_lib.curvature.blocks` (same ``layer`` labels for the transformer's matrices);
 - ``snr_signal``: ‖ḡ_l‖² − s_l²/K, the unbiased ‖E g_l‖² (E‖ḡ‖² = ‖E g‖² + E‖g_b − E g‖²/K);
 - ``grad_snr_mb``: (max(``snr_signal``, 0))^½ / s_l, the mini-batch SNR
   ‖E_b g_{l,b}‖ / (E_b‖g_{l,b} − E_b g_{l,b}‖²)^½ of Shwartz-Ziv & Tishby (2017), "Opening the
@@ -37,6 +40,7 @@ import torch
 from torch import nn
 
 from ..layers import MODEL, layer_blocks
+from ..training.problem import call_model, index_samples, n_samples
 from ..validation import check_int, check_number, fail
 
 SNR_METRICS = ("grad_snr_mb", "snr_plain", "snr_signal", "snr_var")
@@ -92,10 +96,12 @@ def minibatch_snr_from_per_sample(per_sample_snr: float, batch_size: int, n_samp
     return math.sqrt(max(per_sample_snr, 0.0) * batch_size * factor)
 
 
-def minibatch_gradients(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor,
+def minibatch_gradients(model: nn.Module, loss_fn: Callable, x, y,
                         batches: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Layer -> (K, P_l) gradients of the mean loss of each mini-batch of indices, at the current θ.
 
+    ``x`` and ``y`` are tensors, or tuples / dicts of tensors sharing the sample axis (e.g. the
+    tiny transformer's targets ``(tokens, mask)``); a mini-batch takes the same rows of each.
     Uses :func:`torch.autograd.grad`: ``.grad`` and the weights are untouched. ``"model"`` holds
     all parameters together (in ``named_parameters`` order); a parameter the loss does not reach
     contributes zeros.
@@ -105,7 +111,7 @@ def minibatch_gradients(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y:
     params = dict(model.named_parameters())
     rows = []
     for idx in batches:
-        loss = loss_fn(model(x[idx]), y[idx])
+        loss = loss_fn(call_model(model, index_samples(x, idx)), index_samples(y, idx))
         grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
         rows.append(torch.cat([(g if g is not None else torch.zeros_like(params[n])).detach().reshape(-1).double()
                                for n, g in zip(names, grads)]))
@@ -137,17 +143,18 @@ def draw_batches(n_samples: int, n_batches: int, batch_size: int, seed: int,
     return [torch.randperm(n_samples, generator=gen)[:batch_size].to(device) for _ in range(n_batches)]
 
 
-def gradient_snr(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, *, n_batches: int,
+def gradient_snr(model: nn.Module, loss_fn: Callable, x, y, *, n_batches: int,
                  batch_size: int, seed: int) -> list[tuple[str, str, float]]:
     """``(layer, metric, value)`` of :data:`SNR_METRICS` for every layer, then ``"model"``, at the current θ.
 
     Args:
         model: evaluated in its current mode (use ``eval()`` for dropout or BatchNorm).
         loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch.
-        x, y: the training samples the mini-batches are drawn from.
+        x, y: the training samples the mini-batches are drawn from (tensors, or tuples / dicts of
+            tensors with the samples along their first axis).
         n_batches: K ≥ 2. batch_size: B. seed: of the mini-batch generator.
     """
-    batches = draw_batches(len(y), n_batches, batch_size, seed, x.device)
+    batches = draw_batches(n_samples(y), n_batches, batch_size, seed, next(model.parameters()).device)
     return [(layer, metric, value) for layer, g in minibatch_gradients(model, loss_fn, x, y, batches).items()
             for metric, value in batch_statistics(g).items()]
 
