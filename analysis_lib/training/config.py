@@ -161,7 +161,8 @@ class ProbeConfig:
 
     ``names`` are registered probes (:func:`analysis_lib.training.probe.probe_names`; each is
     documented in its class). The default probes are the cheap per-layer ones; the curvature
-    probes (``sharpness``, ``hessian_trace``, ``grad_overlap``, ``spectrum``) cost
+    probes (``sharpness``, ``hessian_trace``, ``grad_overlap``, ``spectrum``,
+    ``block_sharpness``) cost
     Hessian-vector products and ``weights`` costs S × P × 4 bytes of disk per run, so they are
     switched on by naming them.
 
