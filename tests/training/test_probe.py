@@ -15,7 +15,8 @@ from analysis_lib.validation import ConfigError
 
 BUILT_IN = {"eval", "grad_norm", "grad_noise", "weight_norm", "update_ratio", "rotation", "dist_init",
             "sharpness", "hessian_trace", "grad_overlap", "spectrum", "weights", "weight_spectra",
-            "neuron_alignment", "gradient_snr", "block_sharpness"}
+            "neuron_alignment", "gradient_snr", "block_sharpness", "activation_stats", "attention_stats",
+            "logit_stats"}
 
 
 def test_every_built_in_probe_is_registered_documented_and_ordered():
