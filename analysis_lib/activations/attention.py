@@ -42,12 +42,14 @@ def keys_seen(scores: torch.Tensor) -> torch.Tensor:
 def query_entropy(probs: torch.Tensor) -> torch.Tensor:
     """H_i = −Σ_j a_ij log a_ij of each query, (B, H, T_q) float64 (0 log 0 = 0).
 
+    Each term −a log a is computed in the input's dtype (a relative error of one rounding,
+    6e-8 in float32), the sum over keys in float64.
+
     Raises:
         ConfigError: ``probs`` is not (B, H, T_q, T_k) floating point.
     """
     _check4("probs", probs)
-    p = probs.detach().double()
-    return -torch.xlogy(p, p).sum(dim=-1)
+    return torch.special.entr(probs.detach()).sum(dim=-1, dtype=torch.float64)
 
 
 def attention_entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -77,7 +79,10 @@ def normalised_attention_entropy(probs: torch.Tensor, n_keys: torch.Tensor) -> t
     Raises:
         ConfigError: ``n_keys`` is not of shape (B, H, T_q) of ``probs``.
     """
-    h = query_entropy(probs)
+    return _normalised(query_entropy(probs), n_keys)
+
+
+def _normalised(h: torch.Tensor, n_keys: torch.Tensor) -> torch.Tensor:
     if tuple(n_keys.shape) != tuple(h.shape):
         fail("n_keys", tuple(n_keys.shape), f"must have the shape (B, H, T_q) = {tuple(h.shape)} of probs")
     many = n_keys > 1
@@ -96,12 +101,18 @@ def max_attention_logit(scores: torch.Tensor) -> torch.Tensor:
         ConfigError: ``scores`` is not (B, H, T_q, T_k) floating point.
     """
     _check4("scores", scores)
-    s = scores.detach().double()
-    return s.amax(dim=(0, 2, 3))
+    return scores.detach().amax(dim=(0, 2, 3)).double()  # a maximum is exact in any dtype
 
 
-def attention_stats(scores: torch.Tensor, probs: torch.Tensor) -> dict[str, torch.Tensor]:
+def attention_stats(scores: torch.Tensor, probs: torch.Tensor,
+                    n_keys: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Every statistic of the module docstring per head, from one attention layer's logits and probabilities.
+
+    Args:
+        scores: (B, H, T_q, T_k) scaled logits, masked entries −inf.
+        probs: (B, H, T_q, T_k) their softmax.
+        n_keys: (B, H, T_q) keys seen by each query, when known (e.g. a causal mask shared by
+            every sequence and head, expanded); by default :func:`keys_seen` of ``scores``.
 
     Returns:
         ``{"attn_entropy", "attn_entropy_uniform", "attn_entropy_norm", "attn_logit_max"}``, each (H,).
@@ -111,6 +122,7 @@ def attention_stats(scores: torch.Tensor, probs: torch.Tensor) -> dict[str, torc
     """
     if tuple(scores.shape) != tuple(probs.shape):
         fail("probs", tuple(probs.shape), f"must have the shape of scores, {tuple(scores.shape)}")
-    n = keys_seen(scores)
-    return {"attn_entropy": attention_entropy(probs), "attn_entropy_uniform": uniform_entropy(n),
-            "attn_entropy_norm": normalised_attention_entropy(probs, n), "attn_logit_max": max_attention_logit(scores)}
+    n = keys_seen(scores) if n_keys is None else n_keys
+    h = query_entropy(probs)
+    return {"attn_entropy": h.mean(dim=(0, 2)), "attn_entropy_uniform": uniform_entropy(n),
+            "attn_entropy_norm": _normalised(h, n), "attn_logit_max": max_attention_logit(scores)}

@@ -18,7 +18,7 @@ import contextlib
 
 from ..training.probe import Probe, ProbeContext, register
 from ..validation import ConfigError
-from .attention import attention_stats
+from .attention import attention_stats, keys_seen
 from .capture import Capture, activation_units, attention_modules, residual_blocks
 from .statistics import dead_unit_fraction, gradient_norm, hidden_rms, hidden_state_stats, log_partition_stats
 
@@ -123,7 +123,10 @@ class AttentionStatsProbe(Probe):
         for name, _ in self._capture.attention_mods:
             if name not in self._capture.attention:
                 continue
-            stats = attention_stats(*self._capture.attention[name])
+            scores, probs = self._capture.attention[name]
+            # our Attention's only mask is the causal one, the same for every sequence and head
+            n_keys = keys_seen(scores[:1, :1]).expand(scores.shape[:-1])
+            stats = attention_stats(scores, probs, n_keys)
             for metric in ("attn_entropy", "attn_entropy_norm", "attn_logit_max"):
                 for head, value in enumerate(stats[metric].tolist()):
                     ctx.record(ctx.step, name, f"{metric}.head{head}", value)

@@ -85,10 +85,32 @@ def growth_ratios(rms: list[float]) -> list[float]:
     return out
 
 
+def _median(a: torch.Tensor) -> torch.Tensor:
+    """Median of a non-empty vector: the middle value, or the mean of the two middle ones.
+
+    By selection (``kthvalue``), not a full sort: the upper middle value of an even count is the
+    lower one when at least n/2 + 1 entries are ≤ it, else the smallest entry above it.
+    """
+    n = a.numel()
+    lower = a.kthvalue((n + 1) // 2).values
+    if n % 2:
+        return lower.double()
+    upper = lower if int((a <= lower).sum()) >= n // 2 + 1 else torch.where(a > lower, a, a.max()).min()
+    return (lower.double() + upper.double()) / 2
+
+
+def _massive_ratio(a: torch.Tensor) -> float:
+    top, median = float(a.max()), float(_median(a))
+    if median == 0:
+        return float("nan") if top == 0 else float("inf")
+    return top / median
+
+
 def massive_activation_ratio(h: torch.Tensor) -> float:
     """The ratio max |h| / median |h| over every entry of a hidden state (Sun et al. 2024).
 
-    The median of an even number of values is the mean of the two middle ones.
+    The median of an even number of values is the mean of the two middle ones. Maximum and
+    median are exact in the input's dtype (they select entries); the ratio is taken in float64.
 
     Args:
         h: hidden state (..., d).
@@ -99,13 +121,8 @@ def massive_activation_ratio(h: torch.Tensor) -> float:
     Raises:
         ConfigError: ``h`` is empty or not floating point.
     """
-    a = _flat("h", h).abs().sort().values
-    n = a.numel()
-    median = a[n // 2] if n % 2 else (a[n // 2 - 1] + a[n // 2]) / 2
-    top = float(a[-1])
-    if median == 0:
-        return float("nan") if top == 0 else float("inf")
-    return top / float(median)
+    _flat("h", h[..., :1] if h.dim() else h)  # validation only
+    return _massive_ratio(h.detach().reshape(-1).abs())
 
 
 def excess_kurtosis(h: torch.Tensor) -> float:
@@ -145,7 +162,7 @@ def dead_unit_fraction(pre: torch.Tensor) -> float:
     """
     if not torch.is_tensor(pre) or not torch.is_floating_point(pre) or pre.dim() == 0 or pre.numel() == 0:
         fail("pre", getattr(pre, "shape", pre), "must be a non-empty floating tensor (..., units)")
-    alive = (pre.detach().reshape(-1, pre.shape[-1]) > 0).any(dim=0)
+    alive = pre.detach().reshape(-1, pre.shape[-1]).amax(dim=0) > 0
     return float(1.0 - alive.double().mean())
 
 
@@ -187,10 +204,20 @@ def gradient_norm(grad: torch.Tensor) -> float:
 
 
 def hidden_state_stats(h: torch.Tensor) -> dict[str, float]:
-    """Every hidden-state statistic of the module docstring for one layer.
+    """Every hidden-state statistic of the module docstring for one layer, from one float64 copy.
 
     Returns:
-        ``{"rms", "variance", "massive_ratio", "kurtosis"}`` (float64).
+        ``{"rms", "variance", "massive_ratio", "kurtosis"}`` (float64), equal to
+        :func:`hidden_rms`, :func:`hidden_variance`, :func:`massive_activation_ratio` and
+        :func:`excess_kurtosis` of ``h``.
+
+    Raises:
+        ConfigError: ``h`` is empty or not floating point.
     """
-    return {"rms": hidden_rms(h), "variance": hidden_variance(h),
-            "massive_ratio": massive_activation_ratio(h), "kurtosis": excess_kurtosis(h)}
+    x = _flat("h", h)
+    c = x - x.mean()
+    c2 = c.square()
+    m2 = c2.mean()
+    kurtosis = float(c2.square().mean() / m2.square() - 3.0) if m2 != 0 else float("nan")
+    return {"rms": float(x.square().mean().sqrt()), "variance": float(m2),
+            "massive_ratio": _massive_ratio(h.detach().reshape(-1).abs()), "kurtosis": kurtosis}

@@ -44,6 +44,17 @@ def test_rms_variance_and_massive_ratio_against_python_sums():
     assert stats["rms"] == hidden_rms(h)
 
 
+@pytest.mark.parametrize("values", [[1.0, 1.0, 1.0, 5.0], [3.0, -1.0, 2.0, 2.0, 7.0, 2.0], [4.0, 1.0, 2.0, 3.0],
+                                    [0.5, -0.5, 0.5, 0.25, 9.0], [2.0, 2.0]])
+def test_massive_ratio_median_by_selection_with_ties_and_both_parities(values):
+    a = sorted(abs(v) for v in values)
+    n = len(a)
+    median = a[n // 2] if n % 2 else (a[n // 2 - 1] + a[n // 2]) / 2
+    h = torch.tensor(values)[torch.randperm(n, generator=torch.Generator().manual_seed(n))]
+    assert massive_activation_ratio(h) == pytest.approx(a[-1] / median, rel=1e-15)
+    assert hidden_state_stats(h)["massive_ratio"] == pytest.approx(a[-1] / median, rel=1e-15)
+
+
 def test_growth_ratios_of_consecutive_layers():
     assert growth_ratios([1.0, 2.0, 3.0]) == pytest.approx([2.0, 1.5])
     assert growth_ratios([0.0, 1.0]) == [math.inf]
