@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from ..training.config import ProbeConfig, RunConfigBase, TrainConfig
-from ..validation import check_bool, check_choice, check_int, check_number, fail
+from ..validation import check_bool, check_choice, check_int, check_number, check_subset, fail
 
 NORM_PLACEMENTS = ("pre", "post", "peri")
+ADAPTER_PROJECTIONS = ("q", "k", "v", "o", "up", "down")  # = transformer.PROJECTIONS (which imports this module)
+# probes that read the model (hooks), not its parameter table: the ones that may run with adapters
+ADAPTER_PROBES = ("eval", "activation_stats", "attention_stats", "logit_stats")
 LR_DECAYS = ("constant", "cosine")
 MAX_DIGITS = 6
 
@@ -98,18 +101,42 @@ class FinetuneConfig:
     some fast sequences so that the tuned model still knows both formats: slow-only fine-tuning
     (``slow_fraction = 1``) for 300 steps at 3e-4 dropped fast-format accuracy from >= 0.995 to
     0.95 on two of five seeds, and statistics of a model that lost a format are not comparable.
+
+    ``adapter_layers`` (block indices; empty: full fine-tuning) fine-tunes only low-rank adapters
+    of rank ``adapter_rank`` (α = rank, so scale 1) on the ``adapter_projections`` of those
+    blocks, everything else frozen (LoRA: Hu et al. 2021; :mod:`analysis_lib.lm.adapters`); the
+    ``tuned`` checkpoint holds the merged weights W + BA under the model's usual names. Only the
+    probes in :data:`ADAPTER_PROBES` may run with adapters (the others read the run's parameter
+    table, whose adapted weights stay frozen at W while the adapters train).
     """
 
     steps: int = 300
     lr: float = 3e-4
     warmup_steps: int = 0
     slow_fraction: float = 0.8
+    adapter_layers: tuple[int, ...] = ()
+    adapter_rank: int = 4
+    adapter_projections: tuple[str, ...] = ADAPTER_PROJECTIONS
+
+    # left out of the run id while at their default (see LMProbeConfig.LATE_FIELDS)
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("adapter_layers", "adapter_rank", "adapter_projections")
 
     def __post_init__(self) -> None:
         check_int("finetune.steps", self.steps, 0)
         check_number("finetune.lr", self.lr, positive=True)
         check_int("finetune.warmup_steps", self.warmup_steps, 0)
         check_number("finetune.slow_fraction", self.slow_fraction, lo=0.0, hi=1.0)
+        for name in ("adapter_layers", "adapter_projections"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                fail(f"finetune.{name}", value, "must be a list")
+            object.__setattr__(self, name, tuple(value))
+        for i in self.adapter_layers:
+            check_int("finetune.adapter_layers", i, 0)
+        if len(set(self.adapter_layers)) != len(self.adapter_layers):
+            fail("finetune.adapter_layers", list(self.adapter_layers), "block indices must be distinct")
+        check_int("finetune.adapter_rank", self.adapter_rank, 1)
+        check_subset("finetune.adapter_projections", list(self.adapter_projections), ADAPTER_PROJECTIONS)
 
 
 @dataclass(frozen=True)
@@ -197,6 +224,23 @@ class LMRunConfig(RunConfigBase):
         super().__post_init__()
         if not isinstance(self.train, LMTrainConfig):
             fail("train", self.train, "must be an LMTrainConfig (a TrainConfig with a learning-rate decay)")
+        if self.finetune.adapter_layers:
+            self._check_adapters()
+
+    def _check_adapters(self) -> None:
+        ft, model = self.finetune, self.model
+        for i in ft.adapter_layers:
+            if i >= model.n_layers:
+                fail("finetune.adapter_layers", list(ft.adapter_layers),
+                     f"{i} is not a block index in [0, model.n_layers = {model.n_layers})")
+        d_mlp = model.d_mlp if {"up", "down"} & set(ft.adapter_projections) else model.d_model
+        if ft.adapter_rank > min(model.d_model, d_mlp):
+            fail("finetune.adapter_rank", ft.adapter_rank, f"must be <= {min(model.d_model, d_mlp)}, the smallest "
+                 "dimension of the adapted matrices")
+        for name in self.probes.names:
+            if name not in ADAPTER_PROBES:
+                fail("probes.names", list(self.probes.names), f"{name!r} cannot run with finetune.adapter_layers "
+                     f"(it reads the parameters, frozen under the adapters); allowed: {list(ADAPTER_PROBES)}")
 
     def run(self):
         """Pre-train and fine-tune this run (:func:`analysis_lib.lm.training.train_lm`)."""

@@ -10,7 +10,8 @@ phases of :func:`analysis_lib.training.loop.train_phases`:
    otherwise, so that one model knows both (the prompt's format token says which).
 2. **Fine-tuning ("tuned")**: a fresh optimiser of the same kind continues for
    ``finetune.steps`` updates at ``finetune.lr`` on sequences that are slow with probability
-   ``finetune.slow_fraction``.
+   ``finetune.slow_fraction``; with ``finetune.adapter_layers`` only LoRA adapters on those
+   blocks train (attached at the phase's start, merged into the weights at the end).
 
 The loss (:class:`AdditionObjective`) is the masked cross-entropy on response tokens only,
 averaged over each sequence's response tokens and then over the batch: a mean of per-sequence
@@ -42,6 +43,7 @@ from ..training.objective import Objective
 from ..training.probe import build_probes
 from ..training.schedules import batches, order_seed, probe_steps, warmup_cosine
 from ..weights.perturbation import perturbation
+from .adapters import attach_adapters, merge_adapters, transformer_linear_names
 from .config import LMRunConfig
 from .tasks import (
     VOCAB_SIZE,
@@ -191,14 +193,30 @@ def train_lm(config: LMRunConfig) -> TrainResult:
         return lambda m: make_optimizer(m, tc.optimizer, lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
                                         sam_rho=tc.sam_rho, sam_adaptive=tc.sam_adaptive)
 
+    hooks = []
+
+    def finetune_optimizer(m: torch.nn.Module) -> torch.optim.Optimizer:
+        if ft.adapter_layers:  # at the start of fine-tuning: freeze the model, train adapters only
+            names = transformer_linear_names(config.model.n_layers, list(ft.adapter_layers), ft.adapter_projections)
+            attach_adapters(m, names, ft.adapter_rank, seed=config.seed)
+            # the frozen embedding's output still asks for a gradient, so that activation gradients
+            # exist below the lowest adapter too (no parameter receives one)
+            hooks.append(m.embed.register_forward_hook(lambda module, args, out: out.requires_grad_()))
+        return optimizer(ft.lr)(m)
+
     final = tc.final_lr_fraction if tc.decay == "cosine" else 1.0
     phases = [
         Phase("pretrain", tc.steps, optimizer(tc.lr), warmup_cosine(tc.lr, tc.warmup_steps, tc.steps, final),
               pool.batches(tc.batch_size, order_seed(config.seed, 0), config.task.slow_fraction),
               set(probe_steps(config.probes, tc.steps)) - {0}, checkpoint="base"),
-        Phase("finetune", ft.steps, optimizer(ft.lr), warmup_cosine(ft.lr, ft.warmup_steps, ft.steps),
+        Phase("finetune", ft.steps, finetune_optimizer, warmup_cosine(ft.lr, ft.warmup_steps, ft.steps),
               pool.batches(tc.batch_size, order_seed(config.seed, 1), ft.slow_fraction),
               set(probe_steps(config.probes, ft.steps)) - {0}, checkpoint="tuned"),
     ]
-    return train_phases(model, objective, phases, build_probes(config.probes, objective.capabilities),
-                        interventions=perturbation(tc))
+    result = train_phases(model, objective, phases, build_probes(config.probes, objective.capabilities),
+                          interventions=perturbation(tc))
+    for hook in hooks:
+        hook.remove()
+    if merge_adapters(model) and "tuned" in result.tables:  # the checkpoint under the model's usual names
+        result.tables["tuned"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return result
