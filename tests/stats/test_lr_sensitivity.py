@@ -68,6 +68,14 @@ def test_a_grid_without_its_diverged_runs_is_refused_not_averaged():
         lr_sensitivity(dropped)  # refused, rather than averaged over a shorter grid
 
 
+def test_a_one_three_ten_grid_counts_as_log_spaced():
+    grid = {1e-3: 3e-3, 1e-2: 1e-2, 1e-1: 3e-2, 1.0: 1e-1}  # 3e-3, 1e-2, 3e-2, 1e-1
+    table = lr_sensitivity(RUNS.assign(lr=RUNS["lr"].map(grid)), n_boot=10)
+    assert table["sensitivity"].tolist() == pytest.approx([(1.5 + 1.625) / 2, (1.0 + 0.25) / 2], rel=1e-14)
+    with pytest.raises(ValueError, match=r"log-spaced grid"):
+        lr_sensitivity(RUNS.assign(lr=RUNS["lr"].map({1e-3: 1e-3, 1e-2: 2e-3, 1e-1: 3e-3, 1.0: 4e-3})))
+
+
 def test_seed_mean_level():
     # plain mean curve [2, 1.25, 3, 4]: 2.5625 - 1.25; qk mean curve [1.5, 1, 1.25, 2.75]: 1.625 - 1
     table = lr_sensitivity(RUNS, level="mean", n_boot=100).set_index("arm")
