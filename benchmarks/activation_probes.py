@@ -2,8 +2,9 @@
 
 Issue 12. One process, one torch thread, the default tiny transformer of an LM run
 (``LMRunConfig()``: 2-digit addition, T = 28, 4 layers, d_model 48, 4 heads, Adam, batch 32),
-the same weights and batches for every variant, timed round-robin after warm-up (median wall time
-per step over ``--repeats`` rounds of ``--steps`` steps). Each step is forward, backward, Adam
+the same weights and batches for every variant, timed step by step round-robin after warm-up
+(median wall and thread CPU time per step over ``--repeats`` × ``--steps`` steps; the CPU time is
+the steadier of the two on a shared machine). Each step is forward, backward, Adam
 update; the variants are:
 
 1. **plain**: the step alone;
@@ -174,21 +175,21 @@ def main() -> None:
     for step in variants.values():  # warm-up
         for b in batches[:3]:
             step(model, opt, b)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeats):
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    for k in range(args.repeats * args.steps):  # interleaved step by step: load changes hit every variant alike
         for name, step in variants.items():
-            start = time.perf_counter()
-            for k in range(args.steps):
-                step(model, opt, batches[k % len(batches)])
-            times[name].append((time.perf_counter() - start) / args.steps)
-    base = statistics.median(times["plain"])
+            start_wall, start_cpu = time.perf_counter(), time.thread_time()
+            step(model, opt, batches[k % len(batches)])
+            wall[name].append(time.perf_counter() - start_wall)
+            cpu[name].append(time.thread_time() - start_cpu)
+    base_wall, base_cpu = statistics.median(wall["plain"]), statistics.median(cpu["plain"])
     print(f"tiny transformer {model.config}, batch {len(batches[0].tokens)}, T = {batches[0].tokens.shape[1]}, "
-          f"1 thread, median of {args.repeats} x {args.steps} steps")
-    print(f"{'variant':<22}{'ms/step':>10}{'× plain':>10}")
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"{name:<22}{1e3 * median:>10.2f}{median / base:>10.2f}")
-
+          f"1 thread, median of {args.repeats * args.steps} interleaved steps, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'variant':<22}{'wall ms':>10}{'× plain':>10}{'CPU ms':>10}{'× plain':>10}")
+    for name in variants:
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        print(f"{name:<22}{1e3 * w:>10.2f}{w / base_wall:>10.2f}{1e3 * c:>10.2f}{c / base_cpu:>10.2f}")
 
 if __name__ == "__main__":
     main()

@@ -55,6 +55,13 @@ def test_massive_ratio_median_by_selection_with_ties_and_both_parities(values):
     assert hidden_state_stats(h)["massive_ratio"] == pytest.approx(a[-1] / median, rel=1e-15)
 
 
+def test_massive_ratio_of_bfloat16_and_non_finite_states():
+    h = torch.tensor([1.0, -2.0, 3.0, 8.0], dtype=torch.bfloat16)
+    assert massive_activation_ratio(h) == pytest.approx(8.0 / 2.5)
+    assert math.isnan(massive_activation_ratio(torch.tensor([0.0, 0.0, math.nan])))
+    assert massive_activation_ratio(torch.tensor([0.0, 0.0, 1.0])) == math.inf
+
+
 def test_growth_ratios_of_consecutive_layers():
     assert growth_ratios([1.0, 2.0, 3.0]) == pytest.approx([2.0, 1.5])
     assert growth_ratios([0.0, 1.0]) == [math.inf]
