@@ -101,6 +101,12 @@ def _median(a: torch.Tensor) -> torch.Tensor:
         part = np.partition(a.numpy(), k)  # part[k] is the (k+1)-th smallest; part[:k] are the k below it
         upper = float(part[k])
         return torch.tensor(upper if n % 2 else (float(part[:k].max()) + upper) / 2, dtype=torch.float64)
+    return _median_selected(a)
+
+
+def _median_selected(a: torch.Tensor) -> torch.Tensor:
+    """:func:`_median` by ``torch.kthvalue`` (any device)."""
+    n, k = a.numel(), a.numel() // 2
     lower = a.kthvalue((n + 1) // 2).values
     if n % 2:
         return lower.double()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from analysis_lib.activations.statistics import (
+    _median_selected,
     dead_unit_fraction,
     excess_kurtosis,
     gradient_norm,
@@ -53,6 +54,7 @@ def test_massive_ratio_median_by_selection_with_ties_and_both_parities(values):
     h = torch.tensor(values)[torch.randperm(n, generator=torch.Generator().manual_seed(n))]
     assert massive_activation_ratio(h) == pytest.approx(a[-1] / median, rel=1e-15)
     assert hidden_state_stats(h)["massive_ratio"] == pytest.approx(a[-1] / median, rel=1e-15)
+    assert float(_median_selected(h.abs())) == pytest.approx(median, rel=1e-15)  # the path off the CPU
 
 
 def test_massive_ratio_of_bfloat16_and_non_finite_states():
