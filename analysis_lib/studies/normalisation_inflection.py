@@ -224,8 +224,11 @@ def norm_tests(summary: pd.DataFrame, *, n_boot: int) -> pd.DataFrame:
 
 
 def balance_row(slope_row: dict, grad_row: dict) -> dict:
-    """"Peri-LN keeps both balanced": yes when both paired contrasts read yes, no when one reads no and
-    the other not yes, partly when one reads yes, inconclusive otherwise, not tested without data."""
+    """The row "Peri-LN keeps both balanced" from the two paired-contrast rows.
+
+    Yes when both read yes, partly when one does, no when one reads no and the other not yes,
+    inconclusive otherwise, not tested when either lacks data.
+    """
     outcomes = (slope_row["reproduced"], grad_row["reproduced"])
     if NOT_TESTED in outcomes:
         verdict = NOT_TESTED
@@ -264,8 +267,8 @@ def verdict_rows(summary: pd.DataFrame, tests: pd.DataFrame, *, massive_bar: flo
                          "grad_log_ratio", "post - peri", "Δ log(‖g_first‖/‖g_last‖)", "negative")
     massive = summary[summary["metric"] == "massive_max"].dropna(subset=["value"])
     largest = f"{massive['value'].max():.3g}" if len(massive) else "nan"
-    return [one_sample_row("With Pre-LN the variance of the hidden states grows with depth", by("pre", "variance_slope"),
-                           "slope of log Var(h_l) per block", "positive"),
+    return [one_sample_row("With Pre-LN the variance of the hidden states grows with depth",
+                           by("pre", "variance_slope"), "slope of log Var(h_l) per block", "positive"),
             one_sample_row("With Post-LN the gradients of early layers shrink",
                            by("post", "grad_log_ratio"), "log(‖g_first‖/‖g_last‖)", "negative"),
             slope, grad, balance_row(slope, grad),
