@@ -61,6 +61,10 @@ EXPECTED = {
                     "correctness_rates", "explained_variance", "trajectory_projections", "sensitivity"],
         "tables": ["perturbation_time_tests", "matching_tests"],
     },
+    "08-normalisation-and-inflection": {
+        "figures": ["depth_profiles", "loss_curves", "sensitivity"],
+        "tables": ["norm_tests"],
+    },
     "09-sharpness-and-generalisation": {
         "figures": ["test_error", "measures", "differences", "kendall", "measure_vs_error", "shift_criteria",
                     "sensitivity"],
@@ -177,6 +181,7 @@ BAD_PARAMETERS = [
     ("04-edge-of-stability", {"sgd_lr": 0.7}, "sgd_lr"),
     ("05-loss-landscape", {"small_batch": 7}, "small_batch"),
     ("06-run-to-run-variance", {"twin_seeds": [9]}, "twin_seeds"),
+    ("08-normalisation-and-inflection", {"spike_factor": 1.0}, "spike_factor"),
     ("09-sharpness-and-generalisation", {"verdict_rho": 0.2}, "verdict_rho"),
     ("09-sharpness-and-generalisation", {"scenarios": {"parity": {"name": "sparse_parity", "parity_k": 30}}},
      "data.parity_k"),

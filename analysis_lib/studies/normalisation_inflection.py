@@ -62,12 +62,25 @@ RUN_METRICS = ("variance_slope", "grad_log_ratio", "spikes", "massive_max")
 
 
 def check_parameters(configs: Sequence, arms: Mapping, *, steps: str, spike_factor: float, spike_window: int,
-                     massive_bar: float, n_boot: int) -> None:
+                     massive_bar: float, n_boot: int, n_problems: int = 2) -> None:
     """Raise ConfigError naming the first bad study parameter, before any training.
 
     The study needs the arm ``norm`` varying ``model.norm`` over pre, post and peri, at least 2
-    blocks, and the ``activation_stats`` and ``grad_norm`` probes in every run.
+    blocks, and the ``activation_stats`` and ``grad_norm`` probes in every run. The optional arm
+    ``source`` (claim 15) needs two distinct ``train.steps``, a fine-tuning phase and the
+    ``attention_stats`` probe; ``n_problems`` (ΔCKA inputs) at least 2.
     """
+    check_int("n_problems", n_problems, 2)
+    if "source" in arms and len(set(arms["source"].get("train.steps", []))) != 2:
+        fail("arms", dict(arms), "the arm 'source' needs two distinct train.steps (short, long)")
+    for c in configs:
+        if c.label("arm") == "source":
+            if c.finetune.steps < 1:
+                fail("finetune.steps", c.finetune.steps, "must be >= 1 in the arm 'source' (the adaptation)")
+            if "attention_stats" not in c.probes.names:
+                fail("probes.names", list(c.probes.names), "must include attention_stats for the arm 'source'")
+            if c.task.n_test < n_problems:
+                fail("n_problems", n_problems, f"must be <= task.n_test (= {c.task.n_test})")
     if "norm" not in arms or sorted(arms["norm"].get("model.norm", [])) != sorted(NORMS):
         fail("arms", dict(arms), "needs the arm 'norm' with model.norm: [pre, post, peri]")
     check_choice("steps", steps, STEP_CHOICES)
@@ -258,8 +271,13 @@ def claim15_rows() -> list[dict]:
                       "An adapter at the inflection layers helps the over-trained source more")]
 
 
-def verdict_rows(summary: pd.DataFrame, tests: pd.DataFrame, *, massive_bar: float) -> list[dict]:
-    """Every verdict row of the study by the rules of the module docstring."""
+def verdict_rows(summary: pd.DataFrame, tests: pd.DataFrame, *, massive_bar: float,
+                 claim15: Sequence[dict] | None = None) -> list[dict]:
+    """Every verdict row of the study by the rules of the module docstring.
+
+    ``claim15``: the rows of claim 15 (:func:`analysis_lib.studies.inflection_layers.verdict_rows`);
+    None gives :func:`claim15_rows` (not tested).
+    """
     by = lambda norm, metric: summary[(summary["norm"] == norm) & (summary["metric"] == metric)]["value"]  # noqa: E731
     slope = _contrast_row("Peri-LN: hidden-state variance grows less with depth than under Pre-LN", tests,
                           "variance_slope", "pre - peri", "Δ slope of log Var per block", "positive")
@@ -282,7 +300,7 @@ def verdict_rows(summary: pd.DataFrame, tests: pd.DataFrame, *, massive_bar: flo
              "n": len(massive), "reproduced": share_verdict(massive["value"] >= massive_bar),
              "rule": f"yes when every run's largest block ratio reaches {massive_bar:g}, partly when some do, no "
                      "when none"},
-            *claim15_rows()]
+            *(claim15_rows() if claim15 is None else claim15)]
 
 
 # The free choices a fair reader could make differently: which probed steps the per-layer summaries
@@ -291,12 +309,17 @@ ALTERNATIVES = {"steps": ("all", "last"), "spike_factor": (1.5, 3.0), "spike_win
 
 
 def robust_verdict_rows(metrics: pd.DataFrame, norms, train_steps, *, steps: str, spike_factor: float,
-                        spike_window: int, massive_bar: float, n_boot: int) -> tuple[list[dict], pd.DataFrame]:
-    """:func:`verdict_rows` under the protocol, each no / partly with its robustness, and the sensitivity table."""
+                        spike_window: int, massive_bar: float, n_boot: int,
+                        claim15: Sequence[dict] | None = None) -> tuple[list[dict], pd.DataFrame]:
+    """:func:`verdict_rows` under the protocol, each no / partly with its robustness, and the sensitivity table.
+
+    ``metrics``: the runs of the ``norm`` arm. ``claim15``: as for :func:`verdict_rows` (no choice here
+    enters them).
+    """
     def evaluate(setting: dict) -> list[dict]:
         summary = summary_table(metrics, norms, train_steps, steps=setting["steps"],
                                 spike_factor=setting["spike_factor"], spike_window=setting["spike_window"])
-        return verdict_rows(summary, norm_tests(summary, n_boot=n_boot), massive_bar=massive_bar)
+        return verdict_rows(summary, norm_tests(summary, n_boot=n_boot), massive_bar=massive_bar, claim15=claim15)
 
     protocol = {"steps": steps, "spike_factor": spike_factor, "spike_window": spike_window}
     choices = {"steps": [steps, *[s for s in ALTERNATIVES["steps"] if s != steps]],
@@ -304,18 +327,18 @@ def robust_verdict_rows(metrics: pd.DataFrame, norms, train_steps, *, steps: str
     return decide(evaluate, choices, protocol)
 
 
-def plot_depth_profiles(profiles: pd.DataFrame) -> plt.Figure:
-    """One panel per metric: the mean over seeds per block, one line per placement, thin lines per seed."""
+def plot_depth_profiles(profiles: pd.DataFrame, hue: str = "norm", label: str = "{}-LN") -> plt.Figure:
+    """One panel per metric: the mean over seeds per block, one line per ``hue`` level, thin lines per seed."""
     metrics = list(dict.fromkeys(profiles["metric"]))
     fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(4.2 * max(len(metrics), 1), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         sub = profiles[profiles["metric"] == metric]
-        for i, (norm, d) in enumerate(sub.groupby("norm", sort=True)):
+        for i, (norm, d) in enumerate(sub.groupby(hue, sort=True)):
             color = f"C{i}"
             for _, run in d.groupby("seed"):
                 ax.plot(run["block"], run["value"], color=color, alpha=0.3, lw=0.8)
             mean = d.groupby("block")["value"].mean()
-            ax.plot(mean.index, mean.values, color=color, lw=2, marker="o", label=f"{norm}-LN")
+            ax.plot(mean.index, mean.values, color=color, lw=2, marker="o", label=label.format(norm))
         ax.set_xlabel("block l")
         ax.set_title(metric)
         ax.legend(fontsize=8)

@@ -1,0 +1,123 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: analysis-lib (.venv)
+#     language: python
+#     name: analysis-lib
+# ---
+
+# %% [markdown]
+# # Normalisation placement and inflection layers
+#
+# With Pre-LN, does the variance of the hidden states grow with depth; with Post-LN, do the gradients of early layers shrink; does Peri-LN, a norm around every sublayer, keep both balanced (Kim et al., ICML 2025)? Do massive activations appear, and does Peri-LN train with fewer loss spikes? Claim 14 of `docs/claims.md` (published as `claims.html` beside this report); claim 15 (inflection layers under adaptation) is not run in this version, and its rows say so.
+#
+# A tiny decoder-only transformer learns n-digit addition (both formats, as in study 02) under the three placements, paired by seed (same initial weights and data order). The `activation_stats` probe records each block's output variance and massive-activation ratio max|h|/median|h| on the probed training batch, `grad_norm` every parameter's gradient norm. Protocol fixed in advance (module `analysis_lib.studies.normalisation_inflection`): per run, the slope of log Var(h_l) on the block index l and the mean log(‖g_first block‖/‖g_last block‖), both over the probed steps of `steps`; loss spikes are updates whose mini-batch loss exceeds `spike_factor` × the median of the `spike_window` losses before them.
+#
+# Render: `papermill notebooks/08-normalisation-and-inflection.ipynb out.ipynb -f notebooks/params/08-normalisation-and-inflection/default.yaml` (or `make report`).
+
+# %% tags=["parameters"]
+# In-notebook values equal notebooks/params/08-normalisation-and-inflection/smoke.yaml; the report uses default.yaml.
+seeds: list = [0, 1]  # model seeds; a seed fixes the initial weights and the data order in every arm
+task: dict = {"n_digits": 1, "n_train": 80, "n_test": 20}  # TaskConfig
+model: dict = {"n_layers": 6, "d_model": 16, "n_heads": 2, "d_mlp": 32}  # TransformerConfig (norm set by the arm)
+train: dict = {"steps": 60, "batch_size": 16, "warmup_steps": 5, "lr": 0.01}  # LMTrainConfig
+finetune: dict = {"steps": 0}  # FinetuneConfig: no fine-tuning phase (claim 14 needs pre-training only)
+probes: dict = {"names": ["eval", "activation_stats", "grad_norm"], "every": 10, "eval_problems": 20}  # LMProbeConfig
+arms: dict = {"norm": {"model.norm": ["pre", "post", "peri"]}}  # the three placements, paired by seed
+steps: str = "late"  # probed steps the per-layer summaries average over: late (second half), all, last
+spike_factor: float = 2.0  # a spike: mini-batch loss above this factor times the running median
+spike_window: int = 10  # updates in the running median
+massive_bar: float = 100.0  # max|h|/median|h| at which a run counts as having massive activations
+n_boot: int = 200  # bootstrap resamples for every confidence interval
+workers: int = 1  # 1 means in-process; N means a Dask LocalCluster of N one-thread processes
+scheduler: str = ""  # empty: this machine; "tcp://host:8786": an existing Dask cluster; "slurm" or "pbs": dask-jobqueue
+output_dir: str = ""  # folder for tables, figures and summary.json; empty means data/studies/08-normalisation-and-inflection
+
+# %% [markdown]
+# Derived configuration: every parameter is validated here, before any training.
+
+# %%
+from analysis_lib import (LMRunConfig, StudyOutputs, config_from_dict, expand_grid, format_test_table,
+                          format_verdict_table, grid_executor, run_grid, verdict_table)
+from analysis_lib.plots import stats as stat_plots
+from analysis_lib.studies import normalisation_inflection as study
+
+base = config_from_dict({"task": task, "model": model, "train": train, "finetune": finetune, "probes": probes},
+                        LMRunConfig)
+configs = expand_grid(base, arms, seeds)
+study.check_parameters(configs, arms, steps=steps, spike_factor=spike_factor, spike_window=spike_window,
+                       massive_bar=massive_bar, n_boot=n_boot)
+out = StudyOutputs("08-normalisation-and-inflection", output_dir)
+print(f"{len(configs)} runs: 3 placements x {len(seeds)} seeds, {base.model.n_layers} blocks, {base.train.steps} steps")
+
+# %% [markdown]
+# Train (or reuse from the run store) every run. Runs whose loss became non-finite are listed as `diverged` and kept.
+
+# %%
+with grid_executor(workers, scheduler) as executor:
+    result = run_grid(configs, executor=executor)
+metrics = result.metrics
+norms, train_steps = result.parameter("model.norm"), result.parameter("train.steps")
+result.runs[["run_id", "norm", "seed", "status", "seconds", "cached"]]
+
+# %% [markdown]
+# **Per-block profiles** (mean over the probed steps of `steps`; thin: one line per seed, bold: mean): log hidden-state variance, log massive-activation ratio and log block gradient norm. Look for the variance rising with depth under Pre-LN, the gradient norm falling towards the first blocks under Post-LN, and flat profiles under Peri-LN.
+
+# %%
+profiles = study.depth_profiles(metrics, norms, train_steps, steps=steps)
+out.save_table("depth_profiles", profiles)
+fig = study.plot_depth_profiles(profiles)
+out.save_figure("depth_profiles", fig)
+
+# %% [markdown]
+# **Mini-batch loss over training**, one panel per placement, one line per seed: the spikes counted below.
+
+# %%
+fig = study.plot_losses(metrics, norms)
+out.save_figure("loss_curves", fig)
+
+# %% [markdown]
+# **Run summaries** (one row per run): slope of log Var per block, log(‖g_first‖/‖g_last‖), loss spikes, largest massive-activation ratio.
+
+# %%
+summary = study.summary_table(metrics, norms, train_steps, steps=steps, spike_factor=spike_factor,
+                              spike_window=spike_window)
+out.save_table("run_summaries", summary)
+summary.pivot_table(index=["norm", "seed"], columns="metric", values="value")
+
+# %% [markdown]
+# **Pre − Peri and Post − Peri**, paired by seed (paired t-test, bootstrap CI over seeds, Holm over the table).
+
+# %%
+tests = study.norm_tests(summary, n_boot=n_boot)
+out.save_table("norm_tests", tests)
+format_test_table(tests)
+
+# %% [markdown]
+# ## How much do the verdicts hang on our choices?
+#
+# The same runs re-read under other choices, one at a time: which probed steps the per-layer summaries average over (`steps`), and what counts as a loss spike (`spike_factor`, `spike_window`).
+
+# %%
+rows, sensitivity = study.robust_verdict_rows(metrics, norms, train_steps, steps=steps, spike_factor=spike_factor,
+                                              spike_window=spike_window, massive_bar=massive_bar, n_boot=n_boot)
+out.save_table("sensitivity", sensitivity)
+fig = stat_plots.plot_outcome_grid(sensitivity)
+out.save_figure("sensitivity", fig)
+
+# %% [markdown]
+# ## Verdict
+#
+# Rules fixed in advance: Pre-LN growth when the t interval of the slope lies above 0; Post-LN shrinkage when the t interval of log(‖g_first‖/‖g_last‖) lies below 0 (p < 0.05 both); Peri-LN's balance and spikes from the paired contrasts' CIs; massive activations when a run's largest ratio reaches `massive_bar`. Claim 15 is not tested in this version.
+
+# %%
+verdict = verdict_table(rows, runs=result.status_counts())
+out.save_table("verdict", verdict)
+out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
+                 params={"seeds": seeds, "task": task, "model": model, "train": train, "arms": arms, "steps": steps,
+                         "spike_factor": spike_factor, "spike_window": spike_window, "massive_bar": massive_bar})
+format_verdict_table(verdict)
