@@ -29,9 +29,10 @@ The protocol is fixed before looking at results:
   reaches ``massive_bar`` (100 in that paper's sense of "about 10³–10⁴ × the median"; our bar is
   lower). They are a scale phenomenon: the row reports the largest ratio seen.
 
-Claim 15 (inflection layers, Wang 2025) is not run in this version: its rows say so (see
-:func:`claim15_rows`); the adapter comparison needs the inflection layers of each source before its
-adapter runs are set up, a two-stage grid not yet built.
+Every summary reads the pre-training steps only (1..``train.steps``): the runs may have a
+fine-tuning phase after, which claim 14 does not look at. Claim 15 (inflection layers, Wang 2025)
+is in :mod:`analysis_lib.studies.inflection_layers`; without its rows the study's claim-15 rows are
+"not tested" (:func:`claim15_rows`).
 """
 
 from __future__ import annotations
@@ -104,8 +105,8 @@ def _block(layer: str) -> int | None:
 
 
 def probed_steps(steps: np.ndarray, choice: str, train_steps: int) -> np.ndarray:
-    """The probed steps a run's summaries average over (module docstring, ``steps``)."""
-    steps = np.unique(steps[steps > 0])
+    """The probed pre-training steps (0 < step <= ``train_steps``) a run's summaries average over (``steps``)."""
+    steps = np.unique(steps[(steps > 0) & (steps <= train_steps)])
     if choice == "all" or len(steps) == 0:
         return steps
     if choice == "last":
@@ -152,7 +153,7 @@ def run_summary(run: pd.DataFrame, train_steps: int, *, steps: str, spike_factor
         wide = grads.pivot(index="step", columns="block", values="value")
         ratio = float(np.log(wide[wide.columns.min()] / wide[wide.columns.max()]).mean())
     batch = run[(run["metric"] == "batch_loss") & (run["step"] <= train_steps)].sort_values("step")["value"]
-    massive = run[run["metric"] == "massive_ratio"]["value"]
+    massive = run[(run["metric"] == "massive_ratio") & (run["step"] <= train_steps)]["value"]
     return {"variance_slope": slope, "grad_log_ratio": ratio,
             "spikes": float(count_spikes(batch.to_numpy(), spike_factor, spike_window)),
             "massive_max": float(massive.max()) if len(massive) else float("nan")}
