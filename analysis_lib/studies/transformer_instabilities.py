@@ -11,8 +11,9 @@ Protocol, fixed before looking at results. A tiny decoder-only transformer learn
 task (:mod:`analysis_lib.lm.training`, pre-training only: ``finetune.steps = 0``) with Adam over a
 log-spaced learning-rate grid, in the arms ``baseline`` (no qk-norm, no z-loss), ``qk_norm``,
 ``z_loss`` and optionally ``warmup``, all on the same grid and seeds (paired by seed), plus a
-``curvature`` arm (the baseline recipe at one learning rate with the ``block_sharpness`` probe,
-probed a few times only: each probe costs about 12 Hessian-vector products per block).
+``curvature`` arm (the baseline recipe at one learning rate with the ``block_sharpness`` and
+``gradient_snr`` probes, probed a few times only: each block λ_max costs about 12 Hessian-vector
+products).
 
 Per run (:func:`run_table`): the training loss L(t) is the mean of the teacher-forced losses of
 both formats on the training problems (the ``eval`` probe); L_0 = L(0), the final loss
@@ -29,7 +30,9 @@ qk-norm and z-loss (and warm-up) lowers the LR sensitivity (``sensitivity_differ
 log-rank test of divergence a further row (hazard ratio < 1). Claim 17, in the ``curvature`` arm:
 the max/min ratio of block λ_max exceeds ``factor`` (log10 ratio averaged over probes minus
 log10 factor > 0), and changes over training (log10 ratio at the last probe minus the first, CI
-excluding 0 either way). "Yes" needs the CI on the claimed side and p < 0.05.
+excluding 0 either way); the same two rules for the per-layer gradient noise Var_l = E_b‖g_{l,b} −
+ḡ_l‖² (``snr_var`` of the ``gradient_snr`` probe, over its layers). "Yes" needs the CI on the
+claimed side and p < 0.05.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ REQUIRED_ARMS = ("baseline", "qk_norm", "z_loss", "curvature")
 GRID_ARMS = ("baseline", "qk_norm", "z_loss", "warmup")  # the arms on the learning-rate grid
 SUMMARIES = ("peak", "final")
 PROBES = ("eval", "attention_stats", "logit_stats")
+CURVATURE_PROBES = ("block_sharpness", "gradient_snr")  # the curvature arm's: block λ_max and Var_l
+BLOCKS = ("q", "k", "v", "o", "up", "down")  # the projections of each transformer block
+SPREAD_METRICS = {"block_lambda_max": "block λ_max", "snr_var": "gradient noise Var_l"}
 RUN_COLUMNS = ["run_id", "arm", "seed", "lr", "diverged", "diverged_step", "last_step", "initial_loss",
                "final_loss"]
 
@@ -67,7 +73,7 @@ def check_parameters(configs: Sequence, arms: Mapping, *, factor: float, summary
     Needs the arms of :data:`REQUIRED_ARMS` (``warmup`` optional, no others); the grid arms on the
     baseline's learning rates (log-spaced), seeds shared by every arm; the baseline without
     qk-norm and z-loss, ``qk_norm`` with qk-norm only, ``z_loss`` with z-loss only, ``warmup`` with
-    warm-up only; the probes of :data:`PROBES` in every run and ``block_sharpness`` in ``curvature``;
+    warm-up only; the probes of :data:`PROBES` in every run and :data:`CURVATURE_PROBES` in ``curvature``;
     no fine-tuning phase. ``factor`` > 1; ``summary`` one of :data:`SUMMARIES`; ``n_boot`` >= 1.
     """
     check_includes("arms", arms, REQUIRED_ARMS)
@@ -104,7 +110,7 @@ def check_parameters(configs: Sequence, arms: Mapping, *, factor: float, summary
                 if got[what] != expected:
                     fail(keys[what], {"arm": arm, "value": got[what]}, f"arm {arm!r} must have {what} "
                          f"{'on' if expected else 'off'} (each treatment arm changes one thing from the baseline)")
-            missing = [p for p in (*PROBES, *(["block_sharpness"] if arm == "curvature" else []))
+            missing = [p for p in (*PROBES, *(CURVATURE_PROBES if arm == "curvature" else []))
                        if p not in c.probes.names]
             if missing:
                 fail("probes.names", list(c.probes.names), f"arm {arm!r} needs the probes {missing}")
@@ -222,11 +228,17 @@ def divergence_tests(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def spread_table(metrics: pd.DataFrame, metric: str = "block_lambda_max") -> pd.DataFrame:
-    """``run_id, seed, step, ratio``: max/min of ``metric`` over layers (not ``model``) per run and probe.
+    """``run_id, seed, step, ratio``: max/min of ``metric`` over the q, k, v, o, up, down blocks per run and probe.
 
-    The ratio is NaN where the smallest value is <= 0 or not finite (then it measures no spread).
+    Only layers named ``....<projection>`` with a projection of :data:`BLOCKS` count (the blocks of
+    ``block_sharpness``; for ``snr_var`` the embeddings, norms and unembedding are left out, so both
+    spreads are over the same blocks). The ratio is NaN where the smallest value is <= 0 or not
+    finite (then it measures no spread).
     """
-    sub = metrics[(metrics["metric"] == metric) & (metrics["layer"] != "model")]
+    if metrics.empty:
+        return pd.DataFrame(columns=["run_id", "seed", "step", "ratio"])
+    blocks = metrics["layer"].astype(str).str.rsplit(".", n=1).str[-1].isin(BLOCKS)
+    sub = metrics[(metrics["metric"] == metric) & blocks]
     if sub.empty:
         return pd.DataFrame(columns=["run_id", "seed", "step", "ratio"])
     grouped = sub.groupby(["run_id", "seed", "step"])["value"]
@@ -235,8 +247,11 @@ def spread_table(metrics: pd.DataFrame, metric: str = "block_lambda_max") -> pd.
     return ratio.rename("ratio").reset_index()
 
 
-def spread_tests(spread: pd.DataFrame, *, factor: float, n_boot: int) -> pd.DataFrame:
-    """Claim 17's tests on :func:`spread_table` rows: mean log10 ratio vs log10 ``factor``; last − first probe."""
+def spread_tests(spread: pd.DataFrame, *, factor: float, n_boot: int, label: str = "block λ_max") -> pd.DataFrame:
+    """Claim 17's tests on :func:`spread_table` rows: mean log10 ratio vs log10 ``factor``; last − first probe.
+
+    ``label`` names the quantity in the contrasts (``"<label>: mean over probes - log10(factor)"``).
+    """
     spread = spread.dropna(subset=["ratio"]).assign(value=lambda d: np.log10(d["ratio"].astype(float)),
                                                   layer="model")
     mean = spread.groupby("seed", as_index=False)["value"].mean()
@@ -244,9 +259,9 @@ def spread_tests(spread: pd.DataFrame, *, factor: float, n_boot: int) -> pd.Data
     level = pd.concat([mean.assign(arm="measured"), mean.assign(arm="factor", value=math.log10(factor))])
     change = pd.concat([ordered.head(1).assign(arm="first"), ordered.tail(1).assign(arm="last")])
     rows = [_paired(level.assign(metric="log10_block_ratio", layer="model"), "log10_block_ratio", "measured",
-                    "factor", f"mean over probes - log10({factor:g})", n_boot),
+                    "factor", f"{label}: mean over probes - log10({factor:g})", n_boot),
             _paired(change.assign(metric="log10_block_ratio"), "log10_block_ratio", "last", "first",
-                    "last probe - first probe", n_boot)]
+                    f"{label}: last probe - first probe", n_boot)]
     return pd.DataFrame(rows).reset_index(drop=True)
 
 
@@ -280,13 +295,16 @@ def verdict_rows(tests: pd.DataFrame, sensitivity: pd.DataFrame, divergence: pd.
         rows.append(verdict_row(f"{arm} lowers the learning-rate sensitivity", SOURCE, row,
                                 f"Δ LR sensitivity ({arm} − baseline)", "negative"))
     rows += [_logrank_row(row, row["contrast"].split(" vs ")[0]) for _, row in divergence.iterrows()]
-    level, change = spread.iloc[0], spread.iloc[1]
-    rows.append(verdict_row("Block λ_max differs between layers: max/min above the factor", SHARPNESS_SOURCE, level,
-                            "log10(max/min) − log10(factor)", "positive"))
-    moved = verdict_row("... and the max/min ratio changes over training", SHARPNESS_SOURCE, change,
-                        "Δ log10(max/min), last − first probe",
-                        "negative" if np.isfinite(change["estimate"]) and change["estimate"] < 0 else "positive")
-    rows.append({**moved, "rule": "yes when the 95% CI excludes 0 (either sign) and p < 0.05; inconclusive otherwise"})
+    spread = spread.reset_index(drop=True)
+    for i, name in enumerate(("Block λ_max", "Gradient noise Var_l")[:len(spread) // 2]):
+        level, change = spread.iloc[2 * i], spread.iloc[2 * i + 1]
+        rows.append(verdict_row(f"{name} differs between layers: max/min above the factor", SHARPNESS_SOURCE, level,
+                                "log10(max/min) − log10(factor)", "positive"))
+        moved = verdict_row(f"... and the max/min ratio of {name} changes over training", SHARPNESS_SOURCE, change,
+                            "Δ log10(max/min), last − first probe",
+                            "negative" if np.isfinite(change["estimate"]) and change["estimate"] < 0 else "positive")
+        rows.append({**moved, "rule": "yes when the 95% CI excludes 0 (either sign) and p < 0.05; inconclusive "
+                                      "otherwise"})
     return rows
 
 
@@ -305,15 +323,16 @@ def robust_verdict_rows(metrics: pd.DataFrame, runs: pd.DataFrame, *, summary: s
     ``{"instability", "sensitivity", "divergence", "spread"}`` test tables under the protocol.
     """
     lrs = sorted(runs.loc[runs["arm"].isin(GRID_ARMS), "lr"].unique(), reverse=True)
-    curvature = metrics[metrics["arm"] == "curvature"] if len(metrics) else metrics
-    spread = spread_table(curvature) if len(curvature) else spread_table(pd.DataFrame(columns=["metric"]))
+    curvature = metrics[metrics["arm"] == "curvature"] if len(metrics) else pd.DataFrame(columns=["metric", "layer"])
+    spreads = {m: spread_table(curvature, m) for m in SPREAD_METRICS}
     fixed = {"sensitivity": sensitivity_tests(runs, n_boot=n_boot), "divergence": divergence_tests(runs)}
 
     def tables(setting: dict) -> dict:
         lr = lrs[min(setting["lr_rank"], len(lrs)) - 1]
         values = series_summaries(metrics, runs, setting["summary"])
         return {**fixed, "instability": instability_tests(values, lr=lr, summary=setting["summary"], n_boot=n_boot),
-                "spread": spread_tests(spread, factor=setting["factor"], n_boot=n_boot)}
+                "spread": pd.concat([spread_tests(spreads[m], factor=setting["factor"], n_boot=n_boot, label=label)
+                                     for m, label in SPREAD_METRICS.items()], ignore_index=True)}
 
     def evaluate(setting: dict) -> list[dict]:
         t = tables(setting)

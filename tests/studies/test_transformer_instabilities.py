@@ -19,7 +19,7 @@ BASE = {"task": {"n_digits": 1, "n_train": 40, "n_test": 10}, "model": {"n_layer
 ARMS = {"baseline": {"train.lr": [0.01, 0.1]}, "qk_norm": {"train.lr": [0.01, 0.1], "model.qk_norm": [True]},
         "z_loss": {"train.lr": [0.01, 0.1], "train.z_loss": [1e-4]},
         "curvature": {"train.lr": [0.01], "probes.names": [["eval", "attention_stats", "logit_stats",
-                                                             "block_sharpness"]]}}
+                                                             "block_sharpness", "gradient_snr"]]}}
 
 
 def _check(arms=ARMS, base=BASE, **kw):
@@ -101,7 +101,10 @@ def test_run_table_losses_and_divergence():
 
 def test_spread_table_is_max_over_min_of_the_blocks():
     rows = [{"run_id": "a", "seed": 0, "step": s, "layer": layer, "metric": "block_lambda_max", "value": v}
-            for s, values in ((0, (1.0, 4.0, 2.0)), (5, (0.0, 3.0, 1.0))) for layer, v in zip("qkv", values)]
+            for s, values in ((0, (1.0, 4.0, 2.0)), (5, (0.0, 3.0, 1.0)))
+            for layer, v in zip(["blocks.0.attn.q", "blocks.0.attn.k", "blocks.1.mlp.up"], values)]
+    rows.append({"run_id": "a", "seed": 0, "step": 0, "layer": "blocks.0.norm1", "metric": "block_lambda_max",
+                 "value": 1e-6})  # not a q/k/v/o/up/down block: left out
     rows.append({"run_id": "a", "seed": 0, "step": 0, "layer": "model", "metric": "block_lambda_max", "value": 1e-9})
     spread = study.spread_table(pd.DataFrame(rows)).set_index("step")["ratio"]
     assert spread[0] == 4.0 and np.isnan(spread[5])  # min <= 0: no ratio
@@ -160,3 +163,8 @@ def test_sensitivity_and_spread_rules():
     rows = study.verdict_rows(study.instability_tests(_values(1.0, 0.0), lr=0.1, summary="peak", n_boot=50), sens,
                               pd.DataFrame(columns=sens.columns), tests)
     assert [r["reproduced"] for r in rows[4:]] == ["yes", "yes", "yes"]
+    both = study.verdict_rows(study.instability_tests(_values(1.0, 0.0), lr=0.1, summary="peak", n_boot=50), sens,
+                              pd.DataFrame(columns=sens.columns), pd.concat([tests, tests.iloc[::-1]]))
+    claims = [r["claim"][:14] for r in both[5:]]
+    assert claims == ["Block λ_max di", "... and the ma", "Gradient noise", "... and the ma"]
+    assert [r["reproduced"] for r in both[5:]] == ["yes", "yes", "no", "yes"]  # rows swapped: -1.3 vs log10 ratio
