@@ -13,9 +13,11 @@
 # %% [markdown]
 # # Normalisation placement and inflection layers
 #
-# With Pre-LN, does the variance of the hidden states grow with depth; with Post-LN, do the gradients of early layers shrink; does Peri-LN, a norm around every sublayer, keep both balanced (Kim et al., ICML 2025)? Do massive activations appear, and does Peri-LN train with fewer loss spikes? Claim 14 of `docs/claims.md` (published as `claims.html` beside this report); claim 15 (inflection layers under adaptation) is not run in this version, and its rows say so.
+# With Pre-LN, does the variance of the hidden states grow with depth; with Post-LN, do the gradients of early layers shrink; does Peri-LN, a norm around every sublayer, keep both balanced (Kim et al., ICML 2025)? Do massive activations appear, and does Peri-LN train with fewer loss spikes? And when a source model trained briefly or long is adapted to a shifted target, do *inflection layers* appear: nearly saturated attention where the activation gradient drops steeply, suppressed parameter gradients there, the representation changing elsewhere; and do over-trained sources saturate more (Wang 2025)? Claims 14 and 15 of `docs/claims.md` (published as `claims.html` beside this report). The adapter placed at the inflection layers vs elsewhere is not run in this version: its row says so.
 #
 # A tiny decoder-only transformer learns n-digit addition (both formats, as in study 02) under the three placements, paired by seed (same initial weights and data order). The `activation_stats` probe records each block's output variance and massive-activation ratio max|h|/median|h| on the probed training batch, `grad_norm` every parameter's gradient norm. Protocol fixed in advance (module `analysis_lib.studies.normalisation_inflection`): per run, the slope of log Var(h_l) on the block index l and the mean log(‖g_first block‖/‖g_last block‖), both over the probed steps of `steps`; loss spikes are updates whose mini-batch loss exceeds `spike_factor` × the median of the `spike_window` losses before them.
+#
+# Claim 15 (arm `source`, Pre-LN): a source pre-trained on the fast format only for a short and a long `train.steps`, then fine-tuned on the slow format (the shifted target), paired by seed. Over the adaptation steps, per block: saturation 1 − H/log T of its attention, the drop of the activation gradient across it (log ‖∂L/∂h_l‖ − log ‖∂L/∂h_{l−1}‖), its parameter gradient norm, and ΔCKA of its outputs before vs after adaptation on `n_problems` held-out target problems (shared PCA basis). The inflection layer of a run is the block l ≥ 1 with the largest gradient drop (rule fixed in advance; module `analysis_lib.studies.inflection_layers`).
 #
 # Render: `papermill notebooks/08-normalisation-and-inflection.ipynb out.ipynb -f notebooks/params/08-normalisation-and-inflection/default.yaml` (or `make report`).
 
@@ -25,13 +27,17 @@ seeds: list = [0, 1]  # model seeds; a seed fixes the initial weights and the da
 task: dict = {"n_digits": 1, "n_train": 80, "n_test": 20}  # TaskConfig
 model: dict = {"n_layers": 6, "d_model": 16, "n_heads": 2, "d_mlp": 32}  # TransformerConfig (norm set by the arm)
 train: dict = {"steps": 60, "batch_size": 16, "warmup_steps": 5, "lr": 0.01}  # LMTrainConfig
-finetune: dict = {"steps": 0}  # FinetuneConfig: no fine-tuning phase (claim 14 needs pre-training only)
-probes: dict = {"names": ["eval", "activation_stats", "grad_norm"], "every": 10, "eval_problems": 20}  # LMProbeConfig
-arms: dict = {"norm": {"model.norm": ["pre", "post", "peri"]}}  # the three placements, paired by seed
+finetune: dict = {"steps": 30, "lr": 0.003, "slow_fraction": 1.0}  # FinetuneConfig: the adaptation to the slow format (read in arm source)
+probes: dict = {"names": ["eval", "activation_stats", "attention_stats", "grad_norm"], "every": 10, "eval_problems": 20}  # LMProbeConfig
+arms: dict = {  # norm: the three placements (claim 14 reads their pre-training steps only); source: short vs long fast-only source, adapted (claim 15)
+    "norm": {"model.norm": ["pre", "post", "peri"]},
+    "source": {"train.steps": [20, 80], "task.slow_fraction": [0.0]},
+}
 steps: str = "late"  # probed steps the per-layer summaries average over: late (second half), all, last
 spike_factor: float = 2.0  # a spike: mini-batch loss above this factor times the running median
 spike_window: int = 10  # updates in the running median
 massive_bar: float = 100.0  # max|h|/median|h| at which a run counts as having massive activations
+n_problems: int = 10  # held-out target problems whose block outputs give ΔCKA (claim 15)
 n_boot: int = 200  # bootstrap resamples for every confidence interval
 workers: int = 1  # 1 means in-process; N means a Dask LocalCluster of N one-thread processes
 scheduler: str = ""  # empty: this machine; "tcp://host:8786": an existing Dask cluster; "slurm" or "pbs": dask-jobqueue
@@ -44,15 +50,15 @@ output_dir: str = ""  # folder for tables, figures and summary.json; empty means
 from analysis_lib import (LMRunConfig, StudyOutputs, config_from_dict, expand_grid, format_test_table,
                           format_verdict_table, grid_executor, run_grid, verdict_table)
 from analysis_lib.plots import stats as stat_plots
-from analysis_lib.studies import normalisation_inflection as study
+from analysis_lib.studies import inflection_layers as inflection, normalisation_inflection as study
 
 base = config_from_dict({"task": task, "model": model, "train": train, "finetune": finetune, "probes": probes},
                         LMRunConfig)
 configs = expand_grid(base, arms, seeds)
 study.check_parameters(configs, arms, steps=steps, spike_factor=spike_factor, spike_window=spike_window,
-                       massive_bar=massive_bar, n_boot=n_boot)
+                       massive_bar=massive_bar, n_boot=n_boot, n_problems=n_problems)
 out = StudyOutputs("08-normalisation-and-inflection", output_dir)
-print(f"{len(configs)} runs: 3 placements x {len(seeds)} seeds, {base.model.n_layers} blocks, {base.train.steps} steps")
+print(f"{len(configs)} runs: 3 placements and 2 sources x {len(seeds)} seeds, {base.model.n_layers} blocks")
 
 # %% [markdown]
 # Train (or reuse from the run store) every run. Runs whose loss became non-finite are listed as `diverged` and kept.
@@ -60,9 +66,9 @@ print(f"{len(configs)} runs: 3 placements x {len(seeds)} seeds, {base.model.n_la
 # %%
 with grid_executor(workers, scheduler) as executor:
     result = run_grid(configs, executor=executor)
-metrics = result.metrics
+metrics = result.metrics[result.metrics["arm"] == "norm"]  # claim 14's runs
 norms, train_steps = result.parameter("model.norm"), result.parameter("train.steps")
-result.runs[["run_id", "norm", "seed", "status", "seconds", "cached"]]
+result.runs[["run_id", "arm", "norm", "steps", "seed", "status", "seconds", "cached"]]
 
 # %% [markdown]
 # **Per-block profiles** (mean over the probed steps of `steps`; thin: one line per seed, bold: mean): log hidden-state variance, log massive-activation ratio and log block gradient norm. Look for the variance rising with depth under Pre-LN, the gradient norm falling towards the first blocks under Post-LN, and flat profiles under Peri-LN.
@@ -98,13 +104,37 @@ out.save_table("norm_tests", tests)
 format_test_table(tests)
 
 # %% [markdown]
+# ## Claim 15: inflection layers under adaptation
+#
+# **Per-block diagnostics over the adaptation steps** (thin: one line per seed, bold: mean; one colour per source length): attention saturation, activation-gradient drop across the block, log parameter gradient norm, ΔCKA before vs after adaptation. Look for a block where saturation and gradient drop peak together, with a low parameter gradient and low ΔCKA.
+
+# %%
+source_runs = result.run_ids(arm="source", status="finished")
+diagnostics = inflection.diagnostics_table(result, source_runs, n_problems)
+out.save_table("inflection_diagnostics", diagnostics)
+fig = study.plot_depth_profiles(diagnostics, hue="source_steps", label="{} source steps")
+out.save_figure("inflection_diagnostics", fig)
+
+# %% [markdown]
+# **Per run**: the inflection layer (largest gradient drop, l ≥ 1), the rank correlation of saturation and gradient drop across blocks, the parameter-gradient and ΔCKA gaps between the inflection layer and the other blocks, the largest saturation.
+
+# %%
+effects = inflection.run_effects(diagnostics)
+out.save_table("inflection_effects", effects)
+effects.pivot_table(index=["source_steps", "seed"], columns="metric", values="value") if len(effects) else effects
+
+# %%
+claim15 = inflection.verdict_rows(effects, n_boot=n_boot)
+
+# %% [markdown]
 # ## How much do the verdicts hang on our choices?
 #
 # The same runs re-read under other choices, one at a time: which probed steps the per-layer summaries average over (`steps`), and what counts as a loss spike (`spike_factor`, `spike_window`).
 
 # %%
 rows, sensitivity = study.robust_verdict_rows(metrics, norms, train_steps, steps=steps, spike_factor=spike_factor,
-                                              spike_window=spike_window, massive_bar=massive_bar, n_boot=n_boot)
+                                              spike_window=spike_window, massive_bar=massive_bar, n_boot=n_boot,
+                                              claim15=claim15)
 out.save_table("sensitivity", sensitivity)
 fig = stat_plots.plot_outcome_grid(sensitivity)
 out.save_figure("sensitivity", fig)
@@ -112,12 +142,13 @@ out.save_figure("sensitivity", fig)
 # %% [markdown]
 # ## Verdict
 #
-# Rules fixed in advance: Pre-LN growth when the t interval of the slope lies above 0; Post-LN shrinkage when the t interval of log(‖g_first‖/‖g_last‖) lies below 0 (p < 0.05 both); Peri-LN's balance and spikes from the paired contrasts' CIs; massive activations when a run's largest ratio reaches `massive_bar`. Claim 15 is not tested in this version.
+# Rules fixed in advance: Pre-LN growth when the t interval of the slope lies above 0; Post-LN shrinkage when the t interval of log(‖g_first‖/‖g_last‖) lies below 0 (p < 0.05 both); Peri-LN's balance and spikes from the paired contrasts' CIs; massive activations when a run's largest ratio reaches `massive_bar`. Claim 15: the correlation, the gaps at the inflection layer (t intervals across runs) and long − short of the largest saturation (paired by seed); the adapter comparison is not tested in this version.
 
 # %%
 verdict = verdict_table(rows, runs=result.status_counts())
 out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
                  params={"seeds": seeds, "task": task, "model": model, "train": train, "arms": arms, "steps": steps,
-                         "spike_factor": spike_factor, "spike_window": spike_window, "massive_bar": massive_bar})
+                         "spike_factor": spike_factor, "spike_window": spike_window, "massive_bar": massive_bar, "finetune": finetune,
+                         "n_problems": n_problems})
 format_verdict_table(verdict)

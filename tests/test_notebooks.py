@@ -62,7 +62,7 @@ EXPECTED = {
         "tables": ["perturbation_time_tests", "matching_tests"],
     },
     "08-normalisation-and-inflection": {
-        "figures": ["depth_profiles", "loss_curves", "sensitivity"],
+        "figures": ["depth_profiles", "loss_curves", "inflection_diagnostics", "sensitivity"],
         "tables": ["norm_tests"],
     },
     "09-sharpness-and-generalisation": {
