@@ -61,6 +61,11 @@ EXPECTED = {
                     "correctness_rates", "explained_variance", "trajectory_projections", "sensitivity"],
         "tables": ["perturbation_time_tests", "matching_tests"],
     },
+    "07-transformer-instabilities": {
+        "figures": ["attention_logits", "log_z", "lr_sensitivity", "survival", "block_spread", "noise_spread",
+                    "sensitivity"],
+        "tables": ["instability_tests", "sensitivity_tests", "spread_tests"],  # divergence_tests: NaN if none diverged
+    },
     "08-normalisation-and-inflection": {
         "figures": ["depth_profiles", "loss_curves", "inflection_diagnostics", "sensitivity"],
         "tables": ["norm_tests"],
@@ -181,6 +186,9 @@ BAD_PARAMETERS = [
     ("04-edge-of-stability", {"sgd_lr": 0.7}, "sgd_lr"),
     ("05-loss-landscape", {"small_batch": 7}, "small_batch"),
     ("06-run-to-run-variance", {"twin_seeds": [9]}, "twin_seeds"),
+    ("07-transformer-instabilities", {"factor": 0.5}, "factor"),
+    ("07-transformer-instabilities", {"arms": {**_smoke("07-transformer-instabilities")["arms"],
+                                               "qk_norm": {"train.lr": [0.01, 0.1]}}}, "model.qk_norm"),
     ("08-normalisation-and-inflection", {"spike_factor": 1.0}, "spike_factor"),
     ("09-sharpness-and-generalisation", {"verdict_rho": 0.2}, "verdict_rho"),
     ("09-sharpness-and-generalisation", {"scenarios": {"parity": {"name": "sparse_parity", "parity_k": 30}}},
