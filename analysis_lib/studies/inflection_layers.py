@@ -126,7 +126,7 @@ def run_effects(diagnostics: pd.DataFrame) -> pd.DataFrame:
 def _one_sample(claim: str, values: pd.Series, name: str, expected: str) -> dict:
     from .normalisation_inflection import one_sample_row
 
-    return {**one_sample_row(claim, values, name, expected), "source": SOURCE}
+    return {**one_sample_row(claim, values, name, expected, unit="runs (both sources, every seed)"), "source": SOURCE}
 
 
 def verdict_rows(effects: pd.DataFrame, *, n_boot: int) -> list[dict]:

@@ -195,15 +195,15 @@ def depth_profiles(metrics: pd.DataFrame, norms: Mapping[str, str], train_steps:
     return pd.DataFrame(rows, columns=["run_id", "norm", "seed", "block", "metric", "value"])
 
 
-def one_sample_row(claim: str, values: pd.Series, name: str, expected: str) -> dict:
-    """Verdict row from a one-sample t interval of ``values`` (one per seed) against 0.
+def one_sample_row(claim: str, values: pd.Series, name: str, expected: str, unit: str = "seeds") -> dict:
+    """Verdict row from a one-sample t interval of ``values`` (one per ``unit``: seed or run) against 0.
 
     Yes when the 95% t interval lies on the ``expected`` side of 0 and p < 0.05, no when on the
     other side with p < 0.05, inconclusive otherwise; NaN values are dropped; n < 2 is not tested.
     """
     x = values.dropna().to_numpy(np.float64)
     n = len(x)
-    rule = (f"yes when the 95% t interval across seeds lies {'above' if expected == 'positive' else 'below'} 0 "
+    rule = (f"yes when the 95% t interval across {unit} lies {'above' if expected == 'positive' else 'below'} 0 "
             "and p < 0.05 (one-sample t-test); no when on the other side; inconclusive otherwise")
     if n < 2:
         return {"claim": claim, "source": SOURCE, "measured": f"{name}: {n} run(s)", "n": n,
