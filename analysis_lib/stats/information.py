@@ -25,14 +25,38 @@ from ..validation import check_int
 
 
 def _codes(values: np.ndarray) -> np.ndarray:
-    """One integer code per row (rows of a 2-D array, or scalars of a 1-D one), equal rows equal codes."""
+    """One integer code per row (rows of a 2-D array, or scalars of a 1-D one), equal rows equal codes.
+
+    The columns are combined in mixed radix, code · radix + column, and the codes made dense
+    again (0 … number of distinct prefixes − 1, by a 1-D ``np.unique``) only before the product
+    could overflow int64. Non-negative integer columns (bin indices) are used as they are; any
+    other column is first made dense by its own ``np.unique``. That is exact and several times
+    faster than ``np.unique(values, axis=0)``, which sorts the rows as byte records; the codes
+    are the same (both number the distinct rows in lexicographic order).
+    """
     v = np.asarray(values)
     if v.ndim == 1:
         v = v[:, None]
     if v.ndim != 2:
         raise ValueError(f"invalid symbols of shape {v.shape}: need (n,) or (n, d)")
-    _, codes = np.unique(v, axis=0, return_inverse=True)
-    return codes.reshape(-1)
+    n, d = v.shape
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    small = np.issubdtype(v.dtype, np.integer) and int(v.min()) >= 0 and int(v.max()) < 2**31
+    radices = (v.max(axis=0).astype(np.int64) + 1) if small else None
+    codes, size = np.zeros(n, dtype=np.int64), 1  # size: an upper bound on the number of codes
+    for j in range(d):
+        if small:
+            column, radix = v[:, j].astype(np.int64, copy=False), int(radices[j])
+        else:
+            _, column = np.unique(v[:, j], return_inverse=True)
+            column, radix = column.reshape(-1), int(column.max()) + 1
+        if size * radix >= 2**62:  # make the codes dense (< n) before the product can overflow
+            _, codes = np.unique(codes, return_inverse=True)
+            codes, size = codes.reshape(-1), int(codes.max()) + 1
+        codes, size = codes * radix + column, size * radix
+    _, codes = np.unique(codes, return_inverse=True)
+    return codes.reshape(-1).astype(np.int64, copy=False)
 
 
 def entropy(symbols: np.ndarray) -> float:

@@ -76,3 +76,20 @@ def test_refusals():
         information_plane(np.ones((3, 2)), np.ones(2), 3)
     with pytest.raises(ValueError, match="number of samples"):
         mutual_information(np.ones(3), np.ones(2))
+
+
+@pytest.mark.parametrize("kind", ["bins", "wide-bins", "negative", "float", "many-columns"])
+def test_row_codes_number_the_distinct_rows_like_numpy_unique(kind):
+    """The mixed-radix row codes equal ``np.unique(axis=0)``'s inverse, including past int64 radix overflow."""
+    from analysis_lib.stats.information import _codes
+
+    rng = np.random.default_rng(3)
+    values = {"bins": lambda: rng.integers(0, 10, size=(400, 6)),
+              "wide-bins": lambda: rng.integers(0, 1000, size=(300, 40)),  # 1000^40 >> 2^62: densified on the way
+              "negative": lambda: rng.integers(-3, 3, size=(200, 5)),
+              "float": lambda: rng.normal(size=(150, 4)).round(1),
+              "many-columns": lambda: rng.integers(0, 2, size=(64, 300))}[kind]()
+    values[::4] = values[1]  # repeated rows
+    expected = np.unique(values, axis=0, return_inverse=True)[1].reshape(-1)
+    np.testing.assert_array_equal(_codes(values), expected)
+    np.testing.assert_array_equal(_codes(values[:, 0]), np.unique(values[:, 0], return_inverse=True)[1])
