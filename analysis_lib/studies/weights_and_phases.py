@@ -38,6 +38,7 @@ The claim-19 part of the study (drift then diffusion) lives in
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Mapping, Sequence
 
@@ -122,8 +123,15 @@ def alignment_table(metrics: pd.DataFrame, learning_rates: Mapping[str, float] |
         protocol: ``threshold``, ``fraction``, ``early_loss``, ``tail`` of :func:`run_alignment`.
     """
     id_cols = [c for c in metrics.columns if c not in ("step", "layer", "metric", "value")]
+    fraction = protocol.get("fraction", inspect.signature(run_alignment).parameters["fraction"].default)
+    used = {(f"alignment_f{round(100 * fraction)}", LAYER), ("train_loss", "model"), ("stable_rank", LAYER),
+            ("alignment_mean", LAYER)}  # the series run_alignment reads: the rest of the table is not split
+    keep = pd.MultiIndex.from_frame(metrics[["metric", "layer"]]).isin(list(used))
+    codes = metrics.groupby(id_cols, sort=False, dropna=False).ngroup().to_numpy()  # runs in order of appearance
+    groups, empty = dict(iter(metrics[keep].groupby(codes[keep], sort=False))), metrics.iloc[:0]
     rows = []
-    for key, run in metrics.groupby(id_cols, sort=False, dropna=False):
+    for i, key in enumerate(metrics[id_cols].drop_duplicates().itertuples(index=False, name=None)):
+        run = groups.get(i, empty)
         ids = dict(zip(id_cols, key))
         summary = run_alignment(run, float(learning_rates[ids["run_id"]]), **protocol)
         rows += [{**ids, "layer": LAYER, "metric": m, "value": v} for m, v in summary.items()]
@@ -222,15 +230,30 @@ def scaling_fit(summary: pd.DataFrame, separation: pd.DataFrame, *, n_boot: int,
                exponent=float(np.polyfit(np.log(x), np.log(y), 1)[0]) if (y > 0).all() else math.nan)
     seeds = table["seed"].unique()
     if len(seeds) > 1:
-        rng = np.random.default_rng(seed)
-        groups = {s: table[table["seed"] == s] for s in seeds}
-        slopes = []
-        for _ in range(n_boot):
-            sample = pd.concat([groups[s] for s in rng.choice(seeds, size=len(seeds))])
-            if sample["log_n_over_sqrt_mu"].nunique() > 1:
-                slopes.append(np.polyfit(sample["log_n_over_sqrt_mu"], sample["value"], 1)[0])
-        out.update(ci_low=float(np.percentile(slopes, 2.5)), ci_high=float(np.percentile(slopes, 97.5)))
+        slopes = _bootstrap_slopes(table, seeds, n_boot, seed)
+        if len(slopes):
+            out.update(ci_low=float(np.percentile(slopes, 2.5)), ci_high=float(np.percentile(slopes, 97.5)))
     return out
+
+
+def _bootstrap_slopes(table: pd.DataFrame, seeds: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Least-squares slopes of ``value`` on ``log_n_over_sqrt_mu`` over ``n_boot`` resamples of whole seeds.
+
+    A resample draws len(seeds) seeds with replacement (``rng.choice``, one draw of n_boot × seeds) and
+    pools their runs; its slope comes from the per-seed sums of 1, x, y, x², xy weighted by how often
+    each seed was drawn, the closed form of the fit. Resamples whose x are all equal are dropped.
+    """
+    x, y = table["log_n_over_sqrt_mu"].to_numpy(float), table["value"].to_numpy(float)
+    index = pd.Index(seeds).get_indexer(table["seed"])
+    sums = np.stack([np.bincount(index, weights=w, minlength=len(seeds))
+                     for w in (np.ones_like(x), x, y, x * x, x * y)], axis=1)  # (seeds, 5)
+    draws = np.random.default_rng(seed).choice(len(seeds), size=(n_boot, len(seeds)))
+    counts = np.stack([np.bincount(row, minlength=len(seeds)) for row in draws])  # (n_boot, seeds)
+    n, sx, sy, sxx, sxy = (counts @ sums).T
+    spread = n * sxx - sx * sx  # n² Var(x): 0 when the resample's x are all equal
+    x_sets = [set(np.unique(x[index == i])) for i in range(len(seeds))]
+    varied = np.array([len(set().union(*(x_sets[i] for i in np.flatnonzero(row)))) > 1 for row in counts])
+    return ((n * sxy - sx * sy)[varied] / spread[varied])
 
 
 SUMMARY_COLUMNS = ["run_id", "arm", "init_scale", "n_train", "noise", "seed"]

@@ -203,3 +203,22 @@ def test_bad_parameters_are_refused_by_name(change, name):
     base, arms = kwargs.pop("base", BASE), kwargs.pop("arms", ARMS)
     with pytest.raises(ConfigError, match=name):
         _check(base, arms, **kwargs)
+
+
+@pytest.mark.parametrize("one_x_per_seed", [False, True])
+def test_the_scaling_bootstrap_equals_refitting_each_resample(one_x_per_seed):
+    """Closed-form bootstrap slopes equal np.polyfit on each pooled resample (same draws); degenerate ones dropped."""
+    rng = np.random.default_rng(1)
+    xs = [[1.0 + s] for s in range(4)] if one_x_per_seed else [[1.0, 2.0, 3.5]] * 5
+    table = pd.DataFrame([{"seed": s, "log_n_over_sqrt_mu": x, "value": 0.3 * x + rng.normal()}
+                          for s, row in enumerate(xs) for x in row])
+    seeds = table["seed"].unique()
+    draws = np.random.default_rng(0).choice(len(seeds), size=(300, len(seeds)))
+    expected = []
+    for row in draws:
+        sample = pd.concat([table[table["seed"] == seeds[i]] for i in row])
+        if sample["log_n_over_sqrt_mu"].nunique() > 1:
+            expected.append(np.polyfit(sample["log_n_over_sqrt_mu"], sample["value"], 1)[0])
+    got = study._bootstrap_slopes(table, seeds, 300, 0)
+    assert len(got) == len(expected) and (len(expected) < 300) == one_x_per_seed
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
