@@ -25,6 +25,17 @@ def test_adjust_matches_multipletests_and_keeps_nan(method):
                                rtol=RTOL)
 
 
+@pytest.mark.parametrize("method", ["holm", "fdr_bh", "bonferroni"])
+@pytest.mark.parametrize("seed", range(5))
+def test_adjust_matches_multipletests_on_random_families_with_ties(method, seed):
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0, 1, size=int(rng.integers(1, 40))) ** 3  # many small p-values: caps and crossings
+    p[rng.integers(0, len(p), size=len(p) // 3)] = p[0]  # ties
+    p[::7] = np.minimum(1.0, p[::7] * 50)
+    np.testing.assert_allclose(adjust_pvalues(p, method), multipletests(p, method=method)[1], rtol=1e-12,
+                               atol=1e-15)
+
+
 def test_adjust_none_and_all_nan():
     p = np.array([0.5, np.nan])
     np.testing.assert_array_equal(adjust_pvalues(p, None), p)
