@@ -25,8 +25,25 @@ fixed before any run). Claims tested, paired by seed or across runs:
 - the representation changes mostly elsewhere: ``delta_cka`` there minus the mean elsewhere, below 0;
 - over-trained sources saturate more: long − short of the largest block ``saturation``, above 0.
 
-The adapter placed at the inflection layers vs elsewhere is not run (it needs each source's
-inflection layer before its adapter runs are set up): its row is "not tested", with that reason.
+The *control block* of a run is the block l ≥ 1, other than the inflection layer, with the smallest
+``act_grad_drop`` (fixed in advance too): the block across which the activation gradient shrinks least.
+
+**Adapter comparison** (a second stage, set up from the first one's effects table by
+:func:`adapter_configs`). Each source run with an inflection layer gives two runs that re-train the
+same source (same seed and pre-training config, hence the same ``base`` weights: the probes do not
+touch the random streams) and then adapt it to the same target with LoRA only (rank ``adapter.rank``
+on the ``adapter.projections`` of one block, everything else frozen; same number of adapted blocks
+and parameters in both): ``placement`` = ``inflection`` at the inflection layer, ``control`` at the
+control block. Their probes are ``eval`` only. The outcome is the held-out slow-format loss
+``test_loss_slow`` (teacher-forced, the ``eval`` probe) at the last fine-tuning step; a diverged or
+failed run keeps its row with outcome NaN, so its seed drops out of the pairs that need it.
+
+- per source length, the benefit = outcome(control) − outcome(inflection), paired by seed (> 0: the
+  adapter at the inflection layer reaches a lower target loss);
+- the claim's row: long − short of the benefit, paired by seed (paired t-test with a bootstrap CI,
+  :func:`analysis_lib.stats.compare.compare_conditions`): yes when the 95% CI lies above 0 and
+  p < 0.05, no when below 0 and p < 0.05, inconclusive otherwise; not tested when stage 1 located no
+  inflection layer, when every adapter run diverged or failed, or with fewer than 2 paired seeds.
 """
 
 from __future__ import annotations
@@ -41,8 +58,14 @@ from ..lm.tasks import encode, task_splits
 from ..lm.training import build_lm
 from ..stats.compare import compare_conditions
 from ..stats.verdicts import NOT_TESTED, verdict_row
+from . import inflection_adapters as _adapters
 
 SOURCE = "Wang 2025, inflection layers (claim 15)"
+# stage 2 (the adapter comparison), re-exported so that the notebook reads one module
+adapter_configs, adapter_outcomes, adapter_tests = (_adapters.adapter_configs, _adapters.adapter_outcomes,
+                                                    _adapters.adapter_tests)
+check_adapter, adapter_row, plot_adapter_outcomes = (_adapters.check_adapter, _adapters.adapter_row,
+                                                      _adapters.plot_adapter_outcomes)
 DIAGNOSTICS = ("saturation", "act_grad_drop", "log_param_grad", "delta_cka")
 
 
@@ -115,6 +138,7 @@ def run_effects(diagnostics: pd.DataFrame) -> pd.DataFrame:
             infl = int(later["act_grad_drop"].idxmax())
             rest = later.drop(index=infl)
             effects.update(inflection_layer=float(infl),
+                           control_layer=float(rest["act_grad_drop"].idxmin()),
                            saturation_drop_rho=float(sps.spearmanr(later["saturation"], later["act_grad_drop"])[0]),
                            param_grad_gap=float(later.loc[infl, "log_param_grad"] - rest["log_param_grad"].mean()),
                            delta_cka_gap=float(later.loc[infl, "delta_cka"] - rest["delta_cka"].mean()))
@@ -129,8 +153,11 @@ def _one_sample(claim: str, values: pd.Series, name: str, expected: str) -> dict
     return {**one_sample_row(claim, values, name, expected, unit="runs (both sources, every seed)"), "source": SOURCE}
 
 
-def verdict_rows(effects: pd.DataFrame, *, n_boot: int) -> list[dict]:
-    """The rows of claim 15 by the rules of the module docstring (the adapter row not tested)."""
+def verdict_rows(effects: pd.DataFrame, *, n_boot: int, adapter: pd.DataFrame | None = None) -> list[dict]:
+    """The rows of claim 15 by the rules of the module docstring.
+
+    ``adapter``: the stage-2 outcomes (:func:`adapter_outcomes`); None: the adapter row is not tested (not run).
+    """
     by = lambda metric: effects[effects["metric"] == metric]["value"]  # noqa: E731
     sat = effects[effects["metric"] == "max_saturation"]
     tests = compare_conditions(sat, "source_steps", n_boot=n_boot) if sat["source_steps"].nunique() == 2 else None
@@ -151,7 +178,4 @@ def verdict_rows(effects: pd.DataFrame, *, n_boot: int) -> list[dict]:
             _one_sample("The representation changes mostly elsewhere (ΔCKA lower at the inflection layer)",
                         by("delta_cka_gap"), "ΔCKA at the inflection layer − elsewhere", "negative"),
             over,
-            {"claim": "A low-rank adapter at the inflection layers helps the over-trained source more",
-             "source": SOURCE, "n": 0, "reproduced": NOT_TESTED,
-             "measured": "not run: the adapter runs need each source's inflection layer first (a two-stage grid "
-                         "not built in this version)"}]
+            adapter_row(adapter, n_boot=n_boot)]

@@ -48,6 +48,7 @@ from scipy import stats as sps
 from ..stats.compare import compare_conditions
 from ..stats.verdicts import NOT_TESTED, share_verdict, verdict_row
 from ..validation import check_choice, check_int, check_number, fail
+from .inflection_adapters import check_adapter
 from .sensitivity import decide, with_alternatives
 
 TITLE = "Normalisation placement and inflection layers"
@@ -63,15 +64,18 @@ RUN_METRICS = ("variance_slope", "grad_log_ratio", "spikes", "massive_max")
 
 
 def check_parameters(configs: Sequence, arms: Mapping, *, steps: str, spike_factor: float, spike_window: int,
-                     massive_bar: float, n_boot: int, n_problems: int = 2) -> None:
+                     massive_bar: float, n_boot: int, n_problems: int = 2, adapter: Mapping | None = None) -> None:
     """Raise ConfigError naming the first bad study parameter, before any training.
 
     The study needs the arm ``norm`` varying ``model.norm`` over pre, post and peri, at least 2
     blocks, and the ``activation_stats`` and ``grad_norm`` probes in every run. The optional arm
     ``source`` (claim 15) needs two distinct ``train.steps``, a fine-tuning phase and the
-    ``attention_stats`` probe; ``n_problems`` (ΔCKA inputs) at least 2.
+    ``attention_stats`` probe; ``n_problems`` (ΔCKA inputs) at least 2. ``adapter`` (claim 15's
+    stage 2, :func:`analysis_lib.studies.inflection_adapters.check_adapter`) also needs ``eval`` there.
     """
     check_int("n_problems", n_problems, 2)
+    for c in configs[:1] if adapter is not None else ():
+        check_adapter(adapter, c.model.d_model, c.model.d_mlp)
     if "source" in arms and len(set(arms["source"].get("train.steps", []))) != 2:
         fail("arms", dict(arms), "the arm 'source' needs two distinct train.steps (short, long)")
     for c in configs:
@@ -80,6 +84,8 @@ def check_parameters(configs: Sequence, arms: Mapping, *, steps: str, spike_fact
                 fail("finetune.steps", c.finetune.steps, "must be >= 1 in the arm 'source' (the adaptation)")
             if "attention_stats" not in c.probes.names:
                 fail("probes.names", list(c.probes.names), "must include attention_stats for the arm 'source'")
+            if adapter is not None and "eval" not in c.probes.names:
+                fail("probes.names", list(c.probes.names), "must include eval for the adapter runs (their outcome)")
             if c.task.n_test < n_problems:
                 fail("n_problems", n_problems, f"must be <= task.n_test (= {c.task.n_test})")
     if "norm" not in arms or sorted(arms["norm"].get("model.norm", [])) != sorted(NORMS):

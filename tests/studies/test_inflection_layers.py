@@ -53,6 +53,7 @@ def test_run_effects_inflection_layer_and_gaps():
         run_id="r", source_steps=TRAIN, seed=0)
     effects = inf.run_effects(long).set_index("metric")["value"]
     assert effects["inflection_layer"] == 1.0  # largest drop log 2 at block 1
+    assert effects["control_layer"] == 2.0  # smallest drop log 0.25 at block 2
     sat, drop = 1 - np.array(ENTROPY[1:]), np.log(np.array(ACT[1:]) / np.array(ACT[:-1]))
     assert effects["saturation_drop_rho"] == pytest.approx(sps.spearmanr(sat, drop)[0], abs=1e-12)
     lg = np.log(np.sqrt(2) * np.array(PARAM))
@@ -74,3 +75,4 @@ def test_verdict_rows_without_runs_are_not_tested():
     empty = inf.run_effects(pd.DataFrame(columns=["run_id", "source_steps", "seed", "block", "metric", "value"]))
     rows = inf.verdict_rows(empty, n_boot=10)
     assert len(rows) == 5 and all(r["reproduced"] == "not tested" for r in rows)
+    assert "not run" in rows[-1]["measured"]
