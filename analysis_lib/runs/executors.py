@@ -77,7 +77,9 @@ def grid_executor(workers: int = 1, scheduler: str = "", *, retries: int = DEFAU
             existing cluster uses its own ``distributed.scheduler.allowed-failures``).
 
     Returns:
-        A context manager yielding None or a Client; clusters started here are closed on exit.
+        A context manager yielding None, a Client (a warm pool, an existing cluster), or a
+        :class:`LazyCluster` that starts the cluster asked for at its first task; clusters started
+        here are closed on exit.
     """
     check_executor_parameters(workers, scheduler, retries)
     if workers == 1 and scheduler == "":
@@ -105,8 +107,55 @@ def grid_executor(workers: int = 1, scheduler: str = "", *, retries: int = DEFAU
         with client:
             yield client
         return
-    with _started_cluster(workers, scheduler, retries) as cluster, Client(cluster) as client:
+    with LazyCluster(workers, scheduler, retries) as client:
         yield client
+
+
+class LazyCluster:
+    """A Dask client whose cluster (LocalCluster or SLURM/PBS) starts at the first task, not before.
+
+    A grid or analysis whose results are all stored never submits anything, so a render of a
+    study that is already computed pays no cluster start-up (2-3 s per ``grid_executor`` block for
+    a LocalCluster of 2 on 2 cores, and no batch jobs). Every attribute other than ``submit``
+    also starts the cluster and is forwarded to the client. Used as a context manager: the cluster,
+    if it was started, is closed on exit.
+    """
+
+    def __init__(self, workers: int, scheduler: str, retries: int):
+        self._spec = (workers, scheduler, retries)  # underscored: the client's own attributes pass through
+        if scheduler in BATCH_SCHEDULERS:
+            batch_cluster_class(scheduler)  # a missing dask-jobqueue is refused here, not at the first task
+        self._stack = contextlib.ExitStack()
+        self._client = None
+
+    @property
+    def started(self) -> bool:
+        """Whether the cluster has been started."""
+        return self._client is not None
+
+    def client(self):
+        """The ``dask.distributed.Client``, starting the cluster on first use."""
+        if self._client is None:
+            from distributed import Client
+
+            cluster = self._stack.enter_context(_started_cluster(*self._spec))
+            self._client = self._stack.enter_context(Client(cluster))
+        return self._client
+
+    def submit(self, *args, **kwargs):
+        """``Client.submit``, starting the cluster on the first call."""
+        return self.client().submit(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.client(), name)
+
+    def __enter__(self) -> "LazyCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
 
 
 @contextlib.contextmanager

@@ -193,6 +193,14 @@ def test_bad_executor_parameters_name_the_parameter(kwargs, message):
             pass
 
 
+def test_a_batch_scheduler_without_dask_jobqueue_is_refused_at_once(monkeypatch):
+    """The cluster starts lazily, but a scheduler it could never start is refused when the block opens."""
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # as if not installed
+    with pytest.raises(ConfigError, match="scheduler='slurm': needs dask-jobqueue"):
+        with grid_executor(4, "slurm"):
+            pass
+
+
 def test_one_worker_is_in_process():
     with grid_executor(1) as executor:
         assert executor is None
@@ -214,3 +222,23 @@ def test_slurm_workers_get_one_thread_each():
         finally:
             cluster.close()
     assert "#SBATCH --cpus-per-task=4" in script and "--nthreads 1" in script and "--nworkers 4" in script
+
+
+def test_a_local_cluster_starts_only_when_a_task_is_submitted(tiny_config, tmp_path):
+    """A grid whose runs are all stored (and an analysis with nothing to compute) starts no cluster."""
+    from analysis_lib.runs.derived import Analysis, derive
+
+    configs = _grid(tiny_config, seeds=(0,))
+    root = str(tmp_path / "store")
+    stored = run_grid(configs, store_root=root, progress=False)
+    last = Analysis("last_loss_lazy", lambda runs, ids: runs.metrics.groupby("run_id").tail(1), version=1)
+    derive(last, stored, progress=False)
+    with grid_executor(2) as executor:
+        again = run_grid(configs, store_root=root, executor=executor, progress=False)
+        derive(last, again, executor=executor, progress=False)
+        assert not executor.started  # nothing to run: no cluster, no workers
+    with grid_executor(2) as executor:
+        fresh = run_grid(configs, store_root=str(tmp_path / "other"), executor=executor, progress=False)
+        assert executor.started and len(executor.scheduler_info()["workers"]) == 2
+    pd.testing.assert_frame_equal(stored.metrics, fresh.metrics, check_exact=True)
+    pd.testing.assert_frame_equal(stored.metrics, again.metrics, check_exact=True)
