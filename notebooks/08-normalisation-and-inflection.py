@@ -13,11 +13,11 @@
 # %% [markdown]
 # # Normalisation placement and inflection layers
 #
-# With Pre-LN, does the variance of the hidden states grow with depth; with Post-LN, do the gradients of early layers shrink; does Peri-LN, a norm around every sublayer, keep both balanced (Kim et al., ICML 2025)? Do massive activations appear, and does Peri-LN train with fewer loss spikes? And when a source model trained briefly or long is adapted to a shifted target, do *inflection layers* appear: nearly saturated attention where the activation gradient drops steeply, suppressed parameter gradients there, the representation changing elsewhere; and do over-trained sources saturate more (Wang 2025)? Claims 14 and 15 of `docs/claims.md` (published as `claims.html` beside this report). The adapter placed at the inflection layers vs elsewhere is not run in this version: its row says so.
+# With Pre-LN, does the variance of the hidden states grow with depth; with Post-LN, do the gradients of early layers shrink; does Peri-LN, a norm around every sublayer, keep both balanced (Kim et al., ICML 2025)? Do massive activations appear, and does Peri-LN train with fewer loss spikes? And when a source model trained briefly or long is adapted to a shifted target, do *inflection layers* appear: nearly saturated attention where the activation gradient drops steeply, suppressed parameter gradients there, the representation changing elsewhere; and do over-trained sources saturate more (Wang 2025)? Does a low-rank adapter placed at the inflection layer help the over-trained source more than the under-trained one? Claims 14 and 15 of `docs/claims.md` (published as `claims.html` beside this report).
 #
 # A tiny decoder-only transformer learns n-digit addition (both formats, as in study 02) under the three placements, paired by seed (same initial weights and data order). The `activation_stats` probe records each block's output variance and massive-activation ratio max|h|/median|h| on the probed training batch, `grad_norm` every parameter's gradient norm. Protocol fixed in advance (module `analysis_lib.studies.normalisation_inflection`): per run, the slope of log Var(h_l) on the block index l and the mean log(‖g_first block‖/‖g_last block‖), both over the probed steps of `steps`; loss spikes are updates whose mini-batch loss exceeds `spike_factor` × the median of the `spike_window` losses before them.
 #
-# Claim 15 (arm `source`, Pre-LN): a source pre-trained on the fast format only for a short and a long `train.steps`, then fine-tuned on the slow format (the shifted target), paired by seed. Over the adaptation steps, per block: saturation 1 − H/log T of its attention, the drop of the activation gradient across it (log ‖∂L/∂h_l‖ − log ‖∂L/∂h_{l−1}‖), its parameter gradient norm, and ΔCKA of its outputs before vs after adaptation on `n_problems` held-out target problems (shared PCA basis). The inflection layer of a run is the block l ≥ 1 with the largest gradient drop (rule fixed in advance; module `analysis_lib.studies.inflection_layers`).
+# Claim 15 (arm `source`, Pre-LN): a source pre-trained on the fast format only for a short and a long `train.steps`, then fine-tuned on the slow format (the shifted target), paired by seed. Over the adaptation steps, per block: saturation 1 − H/log T of its attention, the drop of the activation gradient across it (log ‖∂L/∂h_l‖ − log ‖∂L/∂h_{l−1}‖), its parameter gradient norm, and ΔCKA of its outputs before vs after adaptation on `n_problems` held-out target problems (shared PCA basis). The inflection layer of a run is the block l ≥ 1 with the largest gradient drop, its control block the other block l ≥ 1 with the smallest (rules fixed in advance; module `analysis_lib.studies.inflection_layers`). A second stage, set up from the first one's inflection layers: each source run is trained again (same seed and pre-training, so the same base weights) and adapted to the slow format by LoRA (rank `adapter.rank` on `adapter.projections`, all else frozen) in one block, its inflection layer or its control block; the outcome is the held-out slow-format loss at the last step, and the claim's test is long − short of the benefit (control − inflection), paired by seed.
 #
 # Render: `papermill notebooks/08-normalisation-and-inflection.ipynb out.ipynb -f notebooks/params/08-normalisation-and-inflection/default.yaml` (or `make report`).
 
@@ -38,6 +38,7 @@ spike_factor: float = 2.0  # a spike: mini-batch loss above this factor times th
 spike_window: int = 10  # updates in the running median
 massive_bar: float = 100.0  # max|h|/median|h| at which a run counts as having massive activations
 n_problems: int = 10  # held-out target problems whose block outputs give ΔCKA (claim 15)
+adapter: dict = {"rank": 2, "projections": ["q", "k", "v", "o", "up", "down"]}  # claim 15's stage 2: LoRA rank and adapted projections of the one adapted block
 n_boot: int = 200  # bootstrap resamples for every confidence interval
 workers: int = 1  # 1 means in-process; N means a Dask LocalCluster of N one-thread processes
 scheduler: str = ""  # empty: this machine; "tcp://host:8786": an existing Dask cluster; "slurm" or "pbs": dask-jobqueue
@@ -56,7 +57,7 @@ base = config_from_dict({"task": task, "model": model, "train": train, "finetune
                         LMRunConfig)
 configs = expand_grid(base, arms, seeds)
 study.check_parameters(configs, arms, steps=steps, spike_factor=spike_factor, spike_window=spike_window,
-                       massive_bar=massive_bar, n_boot=n_boot, n_problems=n_problems)
+                       massive_bar=massive_bar, n_boot=n_boot, n_problems=n_problems, adapter=adapter)
 out = StudyOutputs("08-normalisation-and-inflection", output_dir)
 print(f"{len(configs)} runs: 3 placements and 2 sources x {len(seeds)} seeds, {base.model.n_layers} blocks")
 
@@ -123,8 +124,34 @@ effects = inflection.run_effects(diagnostics)
 out.save_table("inflection_effects", effects)
 effects.pivot_table(index=["source_steps", "seed"], columns="metric", values="value") if len(effects) else effects
 
+# %% [markdown]
+# **Stage 2: LoRA at the inflection layer vs at the control block.** Per source run with an inflection layer, two runs that re-train the same source and adapt only one block (run store and executor as above: cached, resumable); diverged runs are kept, their outcome is missing and their seed drops out of that pair.
+
 # %%
-claim15 = inflection.verdict_rows(effects, n_boot=n_boot)
+adapter_runs = inflection.adapter_configs(result, effects, rank=adapter["rank"], projections=adapter["projections"])
+with grid_executor(workers, scheduler) as executor:
+    adapted = run_grid(adapter_runs, executor=executor)
+outcomes = inflection.adapter_outcomes(adapted)
+out.save_table("adapter_outcomes", outcomes)
+outcomes.pivot_table(index=["source_steps", "seed"], columns="placement", values=["block", "value"]) if len(outcomes) else outcomes
+
+# %% [markdown]
+# **Held-out slow-format loss after adaptation**, one panel per source length, one line per seed joining its two placements (black: mean). Look for the inflection-block adapter reaching a lower loss than the control one, by more for the long source.
+
+# %%
+fig = inflection.plot_adapter_outcomes(outcomes)
+out.save_figure("adapter_outcomes", fig)
+
+# %% [markdown]
+# **Benefit of the inflection-layer adapter** (control − inflection of the target loss, per source length, Holm over both) and its long − short difference, paired by seed (paired t-test, bootstrap CI over seeds).
+
+# %%
+adapter_tests = inflection.adapter_tests(outcomes, n_boot=n_boot)
+out.save_table("adapter_tests", adapter_tests)
+format_test_table(adapter_tests) if len(adapter_tests) else "no paired adapter runs"
+
+# %%
+claim15 = inflection.verdict_rows(effects, n_boot=n_boot, adapter=outcomes)
 
 # %% [markdown]
 # ## How much do the verdicts hang on our choices?
@@ -142,7 +169,7 @@ out.save_figure("sensitivity", fig)
 # %% [markdown]
 # ## Verdict
 #
-# Rules fixed in advance: Pre-LN growth when the t interval of the slope lies above 0; Post-LN shrinkage when the t interval of log(‖g_first‖/‖g_last‖) lies below 0 (p < 0.05 both); Peri-LN's balance and spikes from the paired contrasts' CIs; massive activations when a run's largest ratio reaches `massive_bar`. Claim 15: the correlation, the gaps at the inflection layer (t intervals across runs) and long − short of the largest saturation (paired by seed); the adapter comparison is not tested in this version.
+# Rules fixed in advance: Pre-LN growth when the t interval of the slope lies above 0; Post-LN shrinkage when the t interval of log(‖g_first‖/‖g_last‖) lies below 0 (p < 0.05 both); Peri-LN's balance and spikes from the paired contrasts' CIs; massive activations when a run's largest ratio reaches `massive_bar`. Claim 15: the correlation, the gaps at the inflection layer (t intervals across runs), long − short of the largest saturation and long − short of the adapter's benefit at the inflection layer (paired by seed; not tested when no source had an inflection layer or every adapter run diverged).
 
 # %%
 verdict = verdict_table(rows, runs=result.status_counts())
@@ -150,5 +177,5 @@ out.save_table("verdict", verdict)
 out.save_summary(title=study.TITLE, question=study.QUESTION, verdict=verdict, runs=result.status_counts(),
                  params={"seeds": seeds, "task": task, "model": model, "train": train, "arms": arms, "steps": steps,
                          "spike_factor": spike_factor, "spike_window": spike_window, "massive_bar": massive_bar, "finetune": finetune,
-                         "n_problems": n_problems})
+                         "n_problems": n_problems, "adapter": adapter})
 format_verdict_table(verdict)

@@ -67,8 +67,8 @@ EXPECTED = {
         "tables": ["instability_tests", "sensitivity_tests", "spread_tests"],  # divergence_tests: NaN if none diverged
     },
     "08-normalisation-and-inflection": {
-        "figures": ["depth_profiles", "loss_curves", "inflection_diagnostics", "sensitivity"],
-        "tables": ["norm_tests"],
+        "figures": ["depth_profiles", "loss_curves", "inflection_diagnostics", "adapter_outcomes", "sensitivity"],
+        "tables": ["norm_tests", "adapter_tests"],
     },
     "09-sharpness-and-generalisation": {
         "figures": ["test_error", "measures", "differences", "kendall", "measure_vs_error", "shift_criteria",
@@ -190,6 +190,7 @@ BAD_PARAMETERS = [
     ("07-transformer-instabilities", {"arms": {**_smoke("07-transformer-instabilities")["arms"],
                                                "qk_norm": {"train.lr": [0.01, 0.1]}}}, "model.qk_norm"),
     ("08-normalisation-and-inflection", {"spike_factor": 1.0}, "spike_factor"),
+    ("08-normalisation-and-inflection", {"adapter": {"rank": 2, "projections": ["q", "gate"]}}, "adapter.projections"),
     ("09-sharpness-and-generalisation", {"verdict_rho": 0.2}, "verdict_rho"),
     ("09-sharpness-and-generalisation", {"scenarios": {"parity": {"name": "sparse_parity", "parity_k": 30}}},
      "data.parity_k"),
