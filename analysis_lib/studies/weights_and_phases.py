@@ -122,20 +122,25 @@ def alignment_table(metrics: pd.DataFrame, learning_rates: Mapping[str, float] |
         learning_rates: run id -> η (``GridResult.parameter("train.lr")``).
         protocol: ``threshold``, ``fraction``, ``early_loss``, ``tail`` of :func:`run_alignment`.
     """
-    id_cols = [c for c in metrics.columns if c not in ("step", "layer", "metric", "value")]
     fraction = protocol.get("fraction", inspect.signature(run_alignment).parameters["fraction"].default)
+    id_cols, runs = _runs_of(metrics, fraction)
+    rows = []
+    for ids, run in runs:
+        summary = run_alignment(run, float(learning_rates[ids["run_id"]]), **protocol)
+        rows += [{**ids, "layer": LAYER, "metric": m, "value": v} for m, v in summary.items()]
+    return pd.DataFrame(rows, columns=[*id_cols, "layer", "metric", "value"])
+
+
+def _runs_of(metrics: pd.DataFrame, fraction: float) -> tuple[list[str], list[tuple[dict, pd.DataFrame]]]:
+    """The id columns, and per run (in order of appearance) its ids and the rows :func:`run_alignment` reads."""
+    id_cols = [c for c in metrics.columns if c not in ("step", "layer", "metric", "value")]
     used = {(f"alignment_f{round(100 * fraction)}", LAYER), ("train_loss", "model"), ("stable_rank", LAYER),
             ("alignment_mean", LAYER)}  # the series run_alignment reads: the rest of the table is not split
     keep = pd.MultiIndex.from_frame(metrics[["metric", "layer"]]).isin(list(used))
     codes = metrics.groupby(id_cols, sort=False, dropna=False).ngroup().to_numpy()  # runs in order of appearance
     groups, empty = dict(iter(metrics[keep].groupby(codes[keep], sort=False))), metrics.iloc[:0]
-    rows = []
-    for i, key in enumerate(metrics[id_cols].drop_duplicates().itertuples(index=False, name=None)):
-        run = groups.get(i, empty)
-        ids = dict(zip(id_cols, key))
-        summary = run_alignment(run, float(learning_rates[ids["run_id"]]), **protocol)
-        rows += [{**ids, "layer": LAYER, "metric": m, "value": v} for m, v in summary.items()]
-    return pd.DataFrame(rows, columns=[*id_cols, "layer", "metric", "value"])
+    keys = metrics[id_cols].drop_duplicates().itertuples(index=False, name=None)
+    return id_cols, [(dict(zip(id_cols, key)), groups.get(i, empty)) for i, key in enumerate(keys)]
 
 
 def separation_table(configs: Sequence) -> pd.DataFrame:
@@ -358,10 +363,16 @@ def robust_verdict_rows(metrics: pd.DataFrame, learning_rates, separation: pd.Da
 
     Each alternative of :data:`ALTERNATIVES` re-reads the runs' metrics (no new training).
     """
+    fits: dict[tuple, tuple] = {}  # alternatives of slope_margin and low_rank re-read the protocol's summaries
+
     def evaluate(setting: dict) -> list[dict]:
-        summary = alignment_table(metrics, learning_rates, threshold=setting["threshold"],
-                                  fraction=setting["fraction"], early_loss=setting["early_loss"], tail=setting["tail"])
-        scaling = scaling_fit(summary, separation, n_boot=n_boot)
+        key = tuple(setting[k] for k in ("threshold", "fraction", "early_loss", "tail"))
+        if key not in fits:
+            summary = alignment_table(metrics, learning_rates, threshold=setting["threshold"],
+                                      fraction=setting["fraction"], early_loss=setting["early_loss"],
+                                      tail=setting["tail"])
+            fits[key] = summary, scaling_fit(summary, separation, n_boot=n_boot)
+        summary, scaling = fits[key]
         return verdict_rows(summary, scaling, rank_tests, init_scales=init_scales, threshold=setting["threshold"],
                             fraction=setting["fraction"],
                             early_loss=setting["early_loss"], slope_margin=setting["slope_margin"],
