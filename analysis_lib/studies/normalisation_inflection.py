@@ -269,9 +269,9 @@ def balance_row(slope_row: dict, grad_row: dict) -> dict:
 
 
 def claim15_rows() -> list[dict]:
-    """The rows of claim 15, not run in this version of the study (n = 0: not tested), with the reason."""
-    reason = ("not run: this version of the study trains no source/target adaptation; locating inflection "
-              "layers and placing adapters there needs a two-stage grid not built yet")
+    """The rows of claim 15 when the caller gives none (n = 0: not tested), with the reason."""
+    reason = ("not run: no claim-15 rows were given (the arm source and its adapter stage, "
+              "analysis_lib.studies.inflection_layers)")
     return [{"claim": c, "source": INFLECTION_SOURCE, "measured": reason, "n": 0, "reproduced": NOT_TESTED}
             for c in ("Adapting a too-briefly or too-long trained source gives inflection layers (saturated "
                       "attention, steep drop of the activation gradient)",
