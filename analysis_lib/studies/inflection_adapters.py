@@ -138,11 +138,23 @@ def adapter_row(outcomes: pd.DataFrame | None, *, n_boot: int) -> dict:
     row = verdict_row(CLAIM, SOURCE, gain.iloc[0], "Δ benefit of the inflection-layer adapter, long − short "
                       "(target loss at the control block − at the inflection layer)", "positive")
     per = tests[tests["metric"] == OUTCOME]
+    longest = per[per["contrast"].str.endswith(f"[source_steps={int(outcomes['source_steps'].max())}]")]
     if len(per):
         row["measured"] += "; benefit per source length: " + ", ".join(
             f"{r.contrast.partition('[')[2].rstrip(']')}: {r.estimate:+.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}] "
             f"(n={r.n})"
             for r in per.itertuples())
+    # "Helps the over-trained source more" needs a help: the long source's own benefit must be > 0 too.
+    helps = verdict_row(CLAIM, SOURCE, longest.iloc[0], "benefit", "positive")["reproduced"] if len(longest) \
+        else "inconclusive"
+    interaction = row["reproduced"]
+    row["reproduced"] = ("yes" if interaction == "yes" and helps == "yes" else
+                         "no" if "no" in (interaction, helps) else "inconclusive")
+    row["rule"] = ("yes when long − short of the benefit and the long source's own benefit (Holm over both "
+                   "lengths) both have their 95% CI above 0 with p < 0.05; no when either lies below 0 with "
+                   "p < 0.05; inconclusive otherwise")
+    if row["reproduced"] != "inconclusive":
+        row["power"] = ""
     return row
 
 

@@ -41,9 +41,15 @@ failed run keeps its row with outcome NaN, so its seed drops out of the pairs th
 - per source length, the benefit = outcome(control) − outcome(inflection), paired by seed (> 0: the
   adapter at the inflection layer reaches a lower target loss);
 - the claim's row: long − short of the benefit, paired by seed (paired t-test with a bootstrap CI,
-  :func:`analysis_lib.stats.compare.compare_conditions`): yes when the 95% CI lies above 0 and
-  p < 0.05, no when below 0 and p < 0.05, inconclusive otherwise; not tested when stage 1 located no
+  :func:`analysis_lib.stats.compare.compare_conditions`), together with the long source's own
+  benefit (the claim says the adapter *helps* the over-trained source, and more): yes when both
+  95% CIs lie above 0 with p < 0.05 (the benefit's p Holm-adjusted over the two lengths), no when
+  either lies below 0 with p < 0.05, inconclusive otherwise; not tested when stage 1 located no
   inflection layer, when every adapter run diverged or failed, or with fewer than 2 paired seeds.
+  (The first version of this rule read the difference alone; the study's `full` render then gave
+  "yes" with a negative benefit at both lengths, a reading the claim's words do not allow.)
+- the control block is chosen by gradient drop, not depth, so in a run where the inflection layer
+  is a late block and the control an early one, the comparison is also one of depth.
 """
 
 from __future__ import annotations

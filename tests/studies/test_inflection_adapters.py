@@ -115,6 +115,10 @@ def test_adapter_row_yes_with_brute_force_estimate():
 def test_adapter_row_no_inconclusive_and_dropped_pairs():
     reversed_ = ada.adapter_row(_outcomes([0.3, 0.25, 0.35, 0.28], [0.0, 0.01, -0.01, 0.02]), n_boot=300)
     assert reversed_["reproduced"] == "no"
+    # long - short > 0 but the inflection-layer adapter hurts both sources, the long one less: not a help
+    less_harm = ada.adapter_row(_outcomes([-0.3, -0.25, -0.35, -0.28, -0.3], [-0.05, -0.06, -0.04, -0.05, -0.07]),
+                                n_boot=300)
+    assert less_harm["reproduced"] == "no" and "long source's own benefit" in less_harm["rule"]
     noisy = ada.adapter_row(_outcomes([0.1, -0.2, 0.3, 0.0], [0.2, -0.1, -0.1, 0.1]), n_boot=300)
     assert noisy["reproduced"] == "inconclusive"
     table = _outcomes([0.0, 0.01, -0.01, 0.02, 0.0], [0.3, 0.25, 0.35, 0.28, 0.32])
