@@ -108,6 +108,13 @@ class FinetuneConfig:
     ``tuned`` checkpoint holds the merged weights W + BA under the model's usual names. Only the
     probes in :data:`ADAPTER_PROBES` may run with adapters (the others read the run's parameter
     table, whose adapted weights stay frozen at W while the adapters train).
+
+    ``from_run`` (a run id; empty: pre-train here) skips pre-training: fine-tuning starts from the
+    ``base`` checkpoint of that finished run in the run store, which must have the same ``task``,
+    ``model``, ``train`` and ``seed`` (checked when the run starts; see
+    :mod:`analysis_lib.runs.sources`). Its weights are then exactly the ones this run would have
+    pre-trained (probes never change training), so the fine-tuning is the same at a fraction of
+    the cost; the run records fine-tuning only (steps ``train.steps`` ..) and stores ``tuned``.
     """
 
     steps: int = 300
@@ -117,9 +124,10 @@ class FinetuneConfig:
     adapter_layers: tuple[int, ...] = ()
     adapter_rank: int = 4
     adapter_projections: tuple[str, ...] = ADAPTER_PROJECTIONS
+    from_run: str = ""
 
     # left out of the run id while at their default (see LMProbeConfig.LATE_FIELDS)
-    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("adapter_layers", "adapter_rank", "adapter_projections")
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("adapter_layers", "adapter_rank", "adapter_projections", "from_run")
 
     def __post_init__(self) -> None:
         check_int("finetune.steps", self.steps, 0)
@@ -137,6 +145,8 @@ class FinetuneConfig:
             fail("finetune.adapter_layers", list(self.adapter_layers), "block indices must be distinct")
         check_int("finetune.adapter_rank", self.adapter_rank, 1)
         check_subset("finetune.adapter_projections", list(self.adapter_projections), ADAPTER_PROJECTIONS)
+        if not isinstance(self.from_run, str):
+            fail("finetune.from_run", self.from_run, "must be a run id (a string), or empty to pre-train here")
 
 
 @dataclass(frozen=True)

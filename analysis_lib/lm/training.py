@@ -29,6 +29,10 @@ when greedy decoding reproduces the response), and at the end of each phase
 ``test_acc_{fast,slow}``, the greedy-decoding answer exact-match (the answer digits are the right
 sum, whatever the steps). ``TrainResult.tables``
 holds the checkpoints ``base`` and ``tuned`` (state dicts; rebuild a model with :func:`build_lm`).
+
+With ``finetune.from_run`` phase 1 is not run: the model is the ``base`` checkpoint of that stored
+run (same task, model, pre-training and seed), probes first observe it at step ``train.steps``,
+and only ``tuned`` is stored (the ``base`` weights are the source's).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..runs.sources import source_checkpoint
 from ..training.loop import Phase, TrainResult, make_optimizer, train_phases
 from ..training.losses import masked_sequence_loss, sequence_losses, z_loss_terms
 from ..training.objective import Objective
@@ -58,6 +63,7 @@ from .tasks import (
 from .transformer import TinyTransformer, build_transformer
 
 FORMATS = ("fast", "slow")
+PRETRAINING = ("task", "model", "train", "seed")  # what a run continued by finetune.from_run must share
 
 
 def build_lm(config: LMRunConfig, state_dict: dict | None = None) -> TinyTransformer:
@@ -182,8 +188,10 @@ def train_lm(config: LMRunConfig) -> TrainResult:
         reached before a divergence).
     """
     tc, ft, device = config.train, config.finetune, torch.device(config.train.device)
+    source = source_checkpoint(ft.from_run, "base", parameter="finetune.from_run", identity=config.identity(),
+                               same=PRETRAINING) if ft.from_run else None
     train_set, test_set = task_splits(config.task)
-    model = build_lm(config).to(device)
+    model = build_lm(config, source).to(device)
     model.train()
     pool = _Pool(train_set, device)
     objective = AdditionObjective(pool, _eval_sets(train_set, test_set, config.probes.eval_problems, device),
@@ -213,8 +221,10 @@ def train_lm(config: LMRunConfig) -> TrainResult:
               pool.batches(tc.batch_size, order_seed(config.seed, 1), ft.slow_fraction),
               set(probe_steps(config.probes, ft.steps)) - {0}, checkpoint="tuned"),
     ]
+    if source is not None:  # pre-trained already: the source's base checkpoint
+        phases = phases[1:]
     result = train_phases(model, objective, phases, build_probes(config.probes, objective.capabilities),
-                          interventions=perturbation(tc))
+                          interventions=perturbation(tc), first_step=tc.steps if source is not None else 0)
     for hook in hooks:
         hook.remove()
     if merge_adapters(model) and "tuned" in result.tables:  # the checkpoint under the model's usual names

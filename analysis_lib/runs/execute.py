@@ -26,6 +26,7 @@ from .grid import RUN_COLUMNS, GridResult, label_runs
 from .guards import check_disk, check_memory
 from .progress import progress_bar
 from .reader import check_names, complete_metas
+from .sources import reading_runs_from
 from .store import DamagedRun, RunStore, run_id
 
 _EMPTY_METRICS = pd.DataFrame(columns=["step", "layer", "metric", "value"])
@@ -147,13 +148,18 @@ def ensure_run(config, store: RunStore | str | None = None, force: bool = False,
             return None
         if not force and (meta := store.load_complete(rid)) is not None:  # stored while we waited
             return {**meta, "cached": True}
-        metrics, meta, tables = compute_run(config, rid)
+        metrics, meta, tables = compute_run(config, rid, store)
         store.save(rid, metrics, meta, tables)
     return {**meta, "cached": False}
 
 
-def compute_run(config, rid: str | None = None) -> tuple[pd.DataFrame, dict, dict]:
-    """Train one run without touching the store; an exception becomes a ``failed`` run.
+def compute_run(config, rid: str | None = None, store: RunStore | None = None) -> tuple[pd.DataFrame, dict, dict]:
+    """Train one run without writing to the store; an exception becomes a ``failed`` run.
+
+    Args:
+        config, rid: the run and its id (computed when None).
+        store: where a run that continues another stored run reads it
+            (:mod:`analysis_lib.runs.sources`); None: no store is visible here.
 
     Returns:
         (labelled tidy metrics, meta, extra tables) as :meth:`RunStore.save` takes them.
@@ -166,7 +172,7 @@ def compute_run(config, rid: str | None = None) -> tuple[pd.DataFrame, dict, dic
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": package_versions(), "git": git_commit(), "pid": os.getpid(), "threads": threads}
     try:
-        with torch_threads(threads):
+        with torch_threads(threads), reading_runs_from(store):
             result = config.run()
         metrics, timings, tables = result.metrics, result.timings, result.tables
         meta.update(status=result.status, diverged_step=result.diverged_step, error=None)

@@ -56,7 +56,8 @@ def adapter_configs(result, effects: pd.DataFrame, *, rank: int, projections) ->
 
     ``result``: stage 1's grid (its ``configs`` by run id); ``effects``: :func:`inflection_layers.run_effects`
     of its source runs. Each config is the source run's with ``finetune.adapter_layers`` = [block],
-    ``adapter_rank`` = ``rank``, ``adapter_projections`` = ``projections`` and the ``eval`` probe only,
+    ``adapter_rank`` = ``rank``, ``adapter_projections`` = ``projections``, the ``eval`` probe only and
+    ``finetune.from_run`` = the source run (it starts from the source's stored ``base`` weights),
     labelled ``arm=adapter, source_steps, placement, block`` (+ the source run id as ``source_run``).
     Runs without an inflection or control layer (NaN) give none.
     """
@@ -71,6 +72,7 @@ def adapter_configs(result, effects: pd.DataFrame, *, rank: int, projections) ->
             block = int(row[f"{placement}_layer"])
             cfg = with_overrides(source, {"finetune.adapter_layers": [block], "finetune.adapter_rank": rank,
                                           "finetune.adapter_projections": list(projections),
+                                          "finetune.from_run": rid,
                                           "probes.names": list(STAGE2_PROBES)})
             labels = {"arm": "adapter", "source_steps": source.train.steps, "placement": placement, "block": block,
                       "source_run": rid}

@@ -29,9 +29,10 @@ The *control block* of a run is the block l ≥ 1, other than the inflection lay
 ``act_grad_drop`` (fixed in advance too): the block across which the activation gradient shrinks least.
 
 **Adapter comparison** (a second stage, set up from the first one's effects table by
-:func:`adapter_configs`). Each source run with an inflection layer gives two runs that re-train the
-same source (same seed and pre-training config, hence the same ``base`` weights: the probes do not
-touch the random streams) and then adapt it to the same target with LoRA only (rank ``adapter.rank``
+:func:`adapter_configs`). Each source run with an inflection layer gives two runs that start from
+its stored ``base`` weights (``finetune.from_run``: the same weights a run with its seed and
+pre-training config would reach, as the probes do not touch the random streams, without training
+them again) and adapt them to the same target with LoRA only (rank ``adapter.rank``
 on the ``adapter.projections`` of one block, everything else frozen; same number of adapted blocks
 and parameters in both): ``placement`` = ``inflection`` at the inflection layer, ``control`` at the
 control block. Their probes are ``eval`` only. The outcome is the held-out slow-format loss

@@ -132,7 +132,8 @@ class _Timer:
 
 
 def train_phases(model: nn.Module, objective: Objective, phases: list[Phase], probes: list[Probe], *,
-                 interventions: Mapping[int, Callable[[dict], None]] | None = None) -> TrainResult:
+                 interventions: Mapping[int, Callable[[dict], None]] | None = None,
+                 first_step: int = 0) -> TrainResult:
     """Train ``model`` (in place) through ``phases``, calling ``probes`` on their schedule.
 
     Args:
@@ -142,6 +143,10 @@ def train_phases(model: nn.Module, objective: Objective, phases: list[Phase], pr
         probes: from :func:`analysis_lib.training.probe.build_probes`, in run order.
         interventions: global step -> ``fn(params)`` applied after that update (step 0: before
             training, before step 0 is observed), e.g. the seeded weight perturbation of twins.
+        first_step: the step ``model`` is at when this call starts (0: untrained), for a run that
+            continues from a stored checkpoint of ``first_step`` updates: the probes first observe
+            step ``first_step`` and the phases' updates count on from ``first_step + 1``;
+            interventions at steps <= ``first_step`` are taken to be in the checkpoint already.
 
     Returns:
         TrainResult: tidy metrics, ``finished`` or ``diverged`` (with the step), timings
@@ -151,16 +156,17 @@ def train_phases(model: nn.Module, objective: Objective, phases: list[Phase], pr
     interventions = dict(interventions or {})
     rec, timer, tables, timings = Recorder(), _Timer(), {}, {}
     params = dict(model.named_parameters())
-    if 0 in interventions:
+    if first_step == 0 and 0 in interventions:  # later ones at steps <= first_step are in the checkpoint
         interventions[0](params)
-    total = sum(p.steps for p in phases)
-    ctx = ProbeContext(model, params, objective, rec.add, rec.add_layers, last_step=total == 0)
+    total = first_step + sum(p.steps for p in phases)
+    ctx = ProbeContext(model, params, objective, rec.add, rec.add_layers, step=first_step,
+                       last_step=total == first_step)
     t0 = time.perf_counter()
     with timer():
         for probe in probes:
             probe.start(ctx)
         _observe(probes, ctx)
-    status, diverged_step, offset = "finished", None, 0
+    status, diverged_step, offset = "finished", None, first_step
     for phase in phases:
         start = time.perf_counter()
         diverged_step = _run_phase(model, objective, phase, offset, total, probes, ctx, interventions, timer)

@@ -1,7 +1,7 @@
 """Tests of claim 15's second stage (analysis_lib.studies.inflection_adapters): LoRA at two blocks.
 
 The config builder turns a hand-made effects table into adapter configs (inflection and control block,
-rank, projections, eval probe only, pre-training unchanged); a stage-2 run re-trains exactly the source's
+rank, projections, eval probe only, pre-training unchanged); a stage-2 run starts from the stored source's
 base weights and changes only its adapted block; the verdict rule on hand-made outcome tables gives yes,
 no, inconclusive and not tested, with the estimate and p-value recomputed here by brute force.
 """
@@ -17,6 +17,9 @@ import torch
 from scipy import stats as sps
 
 from analysis_lib import LMRunConfig, config_from_dict, expand_grid
+from analysis_lib.runs.execute import ensure_run
+from analysis_lib.runs.sources import reading_runs_from
+from analysis_lib.runs.store import RunStore, run_id
 from analysis_lib.studies import inflection_adapters as ada
 from analysis_lib.studies import inflection_layers as inf
 from analysis_lib.validation import ConfigError
@@ -56,22 +59,24 @@ def test_adapter_configs_place_the_adapter_at_the_inflection_and_the_control_blo
         assert (c.task, c.model, c.train, c.seed) == (short.task, short.model, short.train, short.seed)
         assert c.finetune.steps == short.finetune.steps and c.finetune.slow_fraction == 1.0
         assert c.label("source_run") == "a" and c.label("source_steps") == 6 and c.label("arm") == "adapter"
+        assert c.finetune.from_run == "a"  # starts from the source run's stored base weights
     assert by["inflection"].label("block") == 3
     assert ada.adapter_configs(result, effects.iloc[:0], rank=2, projections=["q"]) == []
 
 
-def test_stage2_run_retrains_the_source_base_and_changes_only_the_adapted_block():
+def test_stage2_run_continues_the_stored_source_and_changes_only_the_adapted_block(tmp_path):
     source = _source_configs(steps=(6,))[0]
-    result = SimpleNamespace(configs={"a": source})
-    stage2 = ada.adapter_configs(result, _effects([("a", 6, 0, 2.0, 1.0)]), rank=2, projections=["q", "up"])
-    src = source.run()
-    adapted = stage2[0].run()  # the inflection placement: block 2
-    assert src.status == adapted.status == "finished"
-    base_a, base_b = src.tables["base"], adapted.tables["base"]
-    assert base_a.keys() == base_b.keys() and all(torch.equal(base_a[k], base_b[k]) for k in base_a)
-    tuned = adapted.tables["tuned"]
-    assert tuned.keys() == base_b.keys()
-    changed = {k for k in tuned if not torch.equal(tuned[k], base_b[k])}
+    store, rid = RunStore(tmp_path), run_id(source)
+    assert ensure_run(source, store)["status"] == "finished"
+    result = SimpleNamespace(configs={rid: source})
+    stage2 = ada.adapter_configs(result, _effects([(rid, 6, 0, 2.0, 1.0)]), rank=2, projections=["q", "up"])
+    assert stage2[0].finetune.from_run == rid
+    with reading_runs_from(store):
+        adapted = stage2[0].run()  # the inflection placement: block 2
+    assert adapted.status == "finished" and "base" not in adapted.tables  # not pre-trained again
+    base, tuned = store.load_checkpoint(rid, "base"), adapted.tables["tuned"]
+    assert tuned.keys() == base.keys()
+    changed = {k for k in tuned if not torch.equal(tuned[k], base[k])}
     assert changed == {"blocks.2.attn.q.weight", "blocks.2.mlp.up.weight"}
 
 
