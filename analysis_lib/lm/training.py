@@ -41,12 +41,12 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..runs.sources import source_checkpoint
 from ..training.loop import Phase, TrainResult, make_optimizer, train_phases
 from ..training.losses import masked_sequence_loss, sequence_losses, z_loss_terms
 from ..training.objective import Objective
 from ..training.probe import build_probes
 from ..training.schedules import batches, order_seed, probe_steps, warmup_cosine
+from ..training.sources import source_checkpoint
 from ..weights.perturbation import perturbation
 from .adapters import attach_adapters, merge_adapters, transformer_linear_names
 from .config import LMRunConfig

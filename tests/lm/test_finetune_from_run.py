@@ -113,6 +113,11 @@ def test_a_source_that_diverged_or_lacks_the_checkpoint_is_refused(tmp_path, sta
     assert meta["status"] == "failed" and text in meta["error"], meta["error"]
 
 
+def test_a_run_started_by_hand_has_no_store_to_read():
+    with pytest.raises(ValueError, match=r"finetune.from_run='abc': no run store to read the source run from"):
+        train_lm(_continued(_source(), from_run="abc"))
+
+
 def test_run_id_unchanged_at_the_default_and_pinned_to_the_source():
     source = _source()
     assert run_id(dataclasses.replace(source, finetune=dataclasses.replace(source.finetune, from_run=""))) \
