@@ -340,13 +340,13 @@ def cross_check(op: HessianOperator, prob: Problem, m64, x64, k: int) -> str:
 # --------------------------------------------------------------------------------------------
 # Tools
 # --------------------------------------------------------------------------------------------
-def ours_eigs(prob: Problem, k: int, tol: float, stop: str = "residual", start: str = "random"):
+def ours_eigs(prob: Problem, k: int, tol: float, start: str = "random"):
     """Our Lanczos; ``start="gradient"`` starts from the loss gradient, free from the cached graph."""
     op = HessianOperator(prob.model, F.cross_entropy, (prob.x, prob.y))
     v0 = op.gradient() if start == "gradient" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return top_eigenpairs(op.matvec, op.dim, k=k, tol=tol, stop=stop, v0=v0)
+        return top_eigenpairs(op.matvec, op.dim, k=k, tol=tol, v0=v0)
 
 
 def pyhessian_hessian(prob: Problem):
@@ -444,9 +444,7 @@ def bench_eigenvalues(prob: Problem, ks: list[int], repeats: int, everything: bo
     have_he = tool_version("hessian-eigenthings")
 
     # top-1 at PyHessian's default tolerance (relative change 1e-3 between iterations)
-    entries = [Entry("ours tol=1e-3", lambda: ours_eigs(prob, 1, 1e-3), eig_score(ref, 1)),
-               Entry("ours stop=gap tol=1e-3 (r²/gap bound, opt-in)",
-                     lambda: ours_eigs(prob, 1, 1e-3, "gap"), eig_score(ref, 1))]
+    entries = [Entry("ours tol=1e-3", lambda: ours_eigs(prob, 1, 1e-3), eig_score(ref, 1))]
     if have_pyh:
         entries.append(Entry("PyHessian power iteration (defaults)", pyh_top(prob, 1), from_pair))
     compare("top-1", entries, repeats)
@@ -456,12 +454,8 @@ def bench_eigenvalues(prob: Problem, ks: list[int], repeats: int, everything: bo
     for k in ks:
         task = f"top-{k}"
         entries = [Entry("ours tol=1e-4", lambda k=k: ours_eigs(prob, k, 1e-4), eig_score(ref, k)),
-                   Entry("ours stop=gap tol=1e-4 (r²/gap bound, opt-in)",
-                         lambda k=k: ours_eigs(prob, k, 1e-4, "gap"), eig_score(ref, k)),
                    Entry("ours tol=1e-4 v0=gradient",
-                         lambda k=k: ours_eigs(prob, k, 1e-4, start="gradient"), eig_score(ref, k)),
-                   Entry("ours stop=gap tol=1e-4 v0=gradient",
-                         lambda k=k: ours_eigs(prob, k, 1e-4, "gap", "gradient"), eig_score(ref, k))]
+                         lambda k=k: ours_eigs(prob, k, 1e-4, start="gradient"), eig_score(ref, k))]
         if have_pyh:
             entries.append(Entry("PyHessian deflated power iteration (defaults)",
                                  pyh_top(prob, k), from_pair))
@@ -752,8 +746,7 @@ def summary(ks: list[int], dim: int) -> None:
 
     for k in ks:
         task = f"top-{k}"
-        for ours_label in ("ours tol=1e-4", "ours stop=gap tol=1e-4", "ours tol=1e-4 v0=gradient",
-                           "ours stop=gap tol=1e-4 v0=gradient"):
+        for ours_label in ("ours tol=1e-4", "ours tol=1e-4 v0=gradient"):
             ours = find(task, ours_label)
             if ours is None:
                 continue
@@ -763,7 +756,7 @@ def summary(ks: list[int], dim: int) -> None:
             print(f"  {task} {ours_label}: err {ours.error:.1e}, all converged {ok}; PyHessian "
                   f"{fmt(r_pyh)} (target 5x: {_ok(r_pyh[0], 5)}); curvlinops eigsh {fmt(r_cl)} "
                   f"(target 3x: {_ok(r_cl[0], 3)}); eigenthings lanczos, same steps {fmt(r_he)}")
-    for ours_label in ("ours tol=1e-3", "ours stop=gap tol=1e-3"):
+    for ours_label in ("ours tol=1e-3",):
         o, p = find("top-1", ours_label), find("top-1", "PyHessian")
         if o and p:
             r = (p.seconds / o.seconds, p.cpu / o.cpu)
